@@ -1,0 +1,319 @@
+//! `attrib demo`: librdkafka's in-process mock cluster, a synthetic workload, the same
+//! processor as `run`, and a printed summary of what came out.
+//!
+//! The mock keeps only about 5 MB per partition and has no transaction semantics, so the demo
+//! runs `at_least_once` with a moderate workload over 8 partitions.
+
+use crate::codec::HEADER_ERROR;
+use crate::pipeline::{self, Handles, LogContext};
+use crate::settings::{Guarantee, Settings};
+use crate::workload::{self, GenRecord};
+use anyhow::{anyhow, bail, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 8;
+
+/// Writes generated records to their topics.
+pub fn produce(brokers: &str, settings: &Settings, records: &[GenRecord]) -> Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    for r in records {
+        let topic = topic_name(settings, r.topic);
+        let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v);
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+pub fn topic_name(s: &Settings, t: crate::records::InputTopic) -> &str {
+    use crate::records::InputTopic::*;
+    match t {
+        Clicks => &s.topics.clicks,
+        Conversions => &s.topics.conversions,
+        PromoCodes => &s.topics.promo_codes,
+        Config => &s.topics.config,
+    }
+}
+
+/// A record read back from an output topic.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads whole topics (read_committed).
+pub fn read_topics(brokers: &str, topics: &[&str]) -> Result<Vec<ReadBack>> {
+    let consumer: BaseConsumer<LogContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "attrib-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create_with_context(LogContext)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for t in topics {
+        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
+        for p in md.topics().iter().flat_map(|m| m.partitions()) {
+            let (lo, hi) = consumer.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
+            tpl.add_partition_offset(t, p.id(), Offset::Beginning)?;
+            if hi > lo {
+                ends.insert((t.to_string(), p.id()), hi);
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = (m.topic().to_string(), m.partition());
+                if ends.get(&key).is_some_and(|hi| m.offset() + 1 >= *hi) {
+                    ends.remove(&key);
+                }
+                let mut headers = BTreeMap::new();
+                if let Some(hs) = m.headers() {
+                    for h in hs.iter() {
+                        headers.insert(h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
+                    }
+                }
+                out.push(ReadBack { topic: m.topic().to_string(), key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers });
+            }
+            _ => {
+                let pos = consumer.position()?;
+                ends.retain(|(t, p), hi| !matches!(pos.find_partition(t, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *hi));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until the pipeline has consumed `n` journey records and committed them.
+pub fn wait_consumed(h: &Handles, n: u64, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let m = &h.metrics.consumed;
+        let got = m.with_label_values(&["clicks"]).get() + m.with_label_values(&["conversions"]).get();
+        if got >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out: {got} of {n} records processed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
+    let started = Instant::now();
+    let cluster = MockCluster::new(1)?;
+    let brokers = cluster.bootstrap_servers();
+    let state = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut settings = Settings { brokers: brokers.clone(), processing_guarantee: Guarantee::AtLeastOnce, ..Settings::default() };
+    settings.state_dir = state.path().to_path_buf();
+    settings.http_addr = format!("127.0.0.1:{port}");
+    settings.application_id = "attrib-demo".into();
+    let t = settings.topics.clone();
+    for (name, parts) in [
+        (&t.clicks, PARTITIONS),
+        (&t.conversions, PARTITIONS),
+        (&settings.changelog_topic(), PARTITIONS),
+        (&t.actions, PARTITIONS),
+        (&t.promo_codes, 1),
+        (&t.config, 1),
+        (&t.invalid_actions, 1),
+        (&t.dlq, 1),
+    ] {
+        cluster.create_topic(name, parts, 1)?;
+    }
+    let devices = (clicks / 8).max(10);
+    let w = workload::generate(42, clicks, devices);
+    println!("attrib demo: mock Kafka cluster at {brokers}");
+    println!(
+        "  workload: {} table records, {} clicks on {} devices, {} conversions, {} modifications/reversals",
+        w.tables.len(),
+        w.clicks.len(),
+        devices,
+        w.conversions.len(),
+        w.changes.len()
+    );
+    produce(&brokers, &settings, &w.tables)?;
+
+    let handles = Handles::default();
+    let h = handles.clone();
+    let s = settings.clone();
+    let worker = std::thread::spawn(move || pipeline::supervise(&s, &h));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let http_state = crate::http::HttpState {
+        metrics: handles.metrics.clone(),
+        ready: handles.ready.clone(),
+        journeys: Some(("demo".into(), handles.journey_lookup())),
+    };
+    let addr = settings.http_addr.parse()?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        let _ = crate::http::serve(addr, http_state, async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        })
+        .await;
+    });
+
+    // Clicks first, then conversions, then their changes: the order a real journey has.
+    let mut expected = 0u64;
+    for (label, batch) in [("clicks", &w.clicks), ("conversions", &w.conversions), ("changes", &w.changes)] {
+        let t0 = Instant::now();
+        produce(&brokers, &settings, batch)?;
+        expected += batch.len() as u64;
+        wait_consumed(&handles, expected, Duration::from_secs(120))?;
+        println!("  processed {:>6} {label:<11} in {:>5} ms", batch.len(), t0.elapsed().as_millis());
+    }
+    // Let the last commit land.
+    let c = handles.commits.load(Ordering::Acquire);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handles.commits.load(Ordering::Acquire) < c + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let out = read_topics(&brokers, &[&t.actions, &t.invalid_actions, &t.dlq])?;
+    print_summary(&settings, &out, &handles);
+    println!("\ndemo finished in {:.1} s", started.elapsed().as_secs_f64());
+
+    if keep_running {
+        println!("\nstill running (Ctrl-C to stop):");
+        println!("  bootstrap servers: {brokers}   e.g. kcat -b {brokers} -C -t {} -o beginning", t.actions);
+        println!("  metrics:           http://{}/metrics", settings.http_addr);
+        println!("  journey lookup:    curl -H 'Authorization: Bearer demo' http://{}/journeys/d-1", settings.http_addr);
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
+    handles.shutdown.store(true, Ordering::Release);
+    let _ = stop_tx.send(true);
+    worker.join().map_err(|_| anyhow!("processor thread panicked"))??;
+    drop(cluster);
+    Ok(())
+}
+
+fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
+    let mut by_partner: BTreeMap<(String, String), (u64, rust_decimal::Decimal)> = BTreeMap::new();
+    let mut payout: BTreeMap<String, rust_decimal::Decimal> = BTreeMap::new();
+    let mut changes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut invalid: BTreeMap<String, u64> = BTreeMap::new();
+    let mut dlq: Vec<String> = Vec::new();
+    let mut samples: Vec<serde_json::Value> = Vec::new();
+    let mut tests = 0;
+    for r in out {
+        let v: Option<serde_json::Value> = r.value.as_deref().and_then(|v| serde_json::from_slice(v).ok());
+        if r.topic == s.topics.dlq {
+            dlq.push(r.headers.get(HEADER_ERROR).cloned().unwrap_or_default());
+            continue;
+        }
+        let Some(v) = v else { continue };
+        if r.topic == s.topics.invalid_actions {
+            *invalid.entry(v["reason"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            continue;
+        }
+        let dec = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<rust_decimal::Decimal>().ok()).unwrap_or_default();
+        *changes.entry(v["change"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        if v["test"].as_bool() == Some(true) {
+            tests += 1;
+            continue;
+        }
+        *payout.entry(v["currency"].as_str().unwrap_or("-").to_string()).or_default() += dec(&v["delta_payout"]);
+        for c in v["credits"].as_array().into_iter().flatten() {
+            if v["change"] == "created" {
+                let e = by_partner
+                    .entry((c["partner_id"].as_str().unwrap_or("?").into(), c["referral_type"].as_str().unwrap_or("?").into()))
+                    .or_default();
+                e.0 += 1;
+            }
+        }
+        if v["change"] == "created" && v["journey"]["total"].as_u64().unwrap_or(0) >= 3 && v["credits"].as_array().is_some_and(|c| c.len() >= 2) && samples.len() < 2 {
+            samples.push(v.clone());
+        }
+    }
+    // Net credit payouts: the latest emission of each action.
+    let mut latest: HashMap<String, serde_json::Value> = HashMap::new();
+    for r in out.iter().filter(|r| r.topic == s.topics.actions) {
+        if let Some(v) = r.value.as_deref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) {
+            if v["test"].as_bool() != Some(true) {
+                latest.insert(v["action_id"].as_str().unwrap_or("").to_string(), v);
+            }
+        }
+    }
+    for v in latest.values() {
+        for c in v["credits"].as_array().into_iter().flatten() {
+            let p = c["payout"].as_str().and_then(|s| s.parse::<rust_decimal::Decimal>().ok()).unwrap_or_default();
+            by_partner.entry((c["partner_id"].as_str().unwrap_or("?").into(), c["referral_type"].as_str().unwrap_or("?").into())).or_default().1 += p;
+        }
+    }
+
+    println!("\nActions by partner and referral type (created, test excluded; net payout):");
+    println!("  {:<16} {:<20} {:>8} {:>14}", "partner", "referral type", "actions", "payout");
+    for ((p, rt), (n, pay)) in &by_partner {
+        println!("  {p:<16} {rt:<20} {n:>8} {:>14}", crate::money::round6(*pay));
+    }
+    println!("\nEmissions by change: {}", changes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    println!("Test actions (kept out of payouts): {tests}");
+    for (c, p) in &payout {
+        println!("Net payout total: {} {c}", crate::money::round6(*p));
+    }
+    println!("\nInvalid actions by reason:");
+    for (r, n) in &invalid {
+        println!("  {r:<28} {n:>6}");
+    }
+    println!("\nDLQ records: {}", dlq.len());
+    for e in dlq.iter().take(8) {
+        println!("  - {e}");
+    }
+    println!("\nSample journeys:");
+    for v in &samples {
+        println!("  journey {} (order {} in {}, {} {}):", v["device_id"].as_str().unwrap_or("?"), v["order_id"].as_str().unwrap_or("?"), v["program_id"].as_str().unwrap_or("?"), v["amount"].as_str().unwrap_or("?"), v["currency"].as_str().unwrap_or(""));
+        for t in v["journey"]["touchpoints"].as_array().into_iter().flatten() {
+            println!("    {}  {:<8} {:<16} {}", t["occurred_at"].as_str().unwrap_or(""), t["program_id"].as_str().unwrap_or(""), t["partner_id"].as_str().unwrap_or(""), t["click_id"].as_str().unwrap_or(""));
+        }
+        for c in v["credits"].as_array().into_iter().flatten() {
+            println!("    -> credited {:<16} weight {} payout {} ({})", c["partner_id"].as_str().unwrap_or(""), c["weight"].as_str().unwrap_or(""), c["payout"].as_str().unwrap_or(""), c["referral_type"].as_str().unwrap_or(""));
+        }
+    }
+    let m = &h.metrics;
+    println!(
+        "\nmetrics: {} commits, {} rebalances",
+        m.transactions.with_label_values(&["commit"]).get(),
+        m.rebalances.get()
+    );
+}

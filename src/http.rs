@@ -1,0 +1,91 @@
+//! The HTTP server: `/metrics`, `/health/live`, `/health/ready` and `GET /journeys/{key}`.
+
+use crate::metrics::Metrics;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Looks up one journey key: the stored journeys (as JSON) of every partition holding it.
+pub type JourneyLookup = Arc<dyn Fn(&[u8]) -> anyhow::Result<Option<serde_json::Value>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    /// `Some` when the journeys API is enabled: (token, lookup).
+    pub journeys: Option<(String, JourneyLookup)>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/journeys/{key}", get(journey))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+async fn ready(State(s): State<HttpState>) -> Response {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: loading tables or restoring state").into_response()
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+async fn journey(State(s): State<HttpState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    let Some((token, lookup)) = s.journeys.clone() else {
+        return (StatusCode::NOT_FOUND, "the journeys API is disabled").into_response();
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer")], "missing or wrong bearer token").into_response();
+    }
+    match tokio::task::spawn_blocking(move || lookup(key.as_bytes())).await {
+        Ok(Ok(Some(v))) => axum::Json(v).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no journey with this key on this instance").into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(addr: std::net::SocketAddr, state: HttpState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

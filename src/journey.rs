@@ -1,0 +1,131 @@
+//! The state of one journey key: its clicks and its orders. Stored in RocksDB (bincode) and
+//! mirrored to the changelog; only the engine changes it.
+
+use crate::output::{ReferralType, Touchpoint};
+use crate::records::{CustomerStatus, Item};
+use crate::tables::Payout;
+use crate::time::Millis;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredClick {
+    pub click_id: String,
+    pub program_id: String,
+    pub partner_id: String,
+    pub occurred_at: Millis,
+    /// Arrival order within the journey: of two clicks at the same time, the later record
+    /// counts as later.
+    pub seq: u64,
+    pub shared_id: Option<String>,
+    pub sub_ids: Vec<String>,
+}
+
+impl StoredClick {
+    pub fn touchpoint(&self) -> Touchpoint {
+        Touchpoint {
+            click_id: self.click_id.clone(),
+            program_id: self.program_id.clone(),
+            partner_id: self.partner_id.clone(),
+            occurred_at: self.occurred_at,
+        }
+    }
+}
+
+/// One partner's share of a credited order, with the contract terms it was paid under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredCredit {
+    pub partner_id: String,
+    /// The exact weight; payouts are computed from it.
+    pub exact_weight: Decimal,
+    /// The published (rounded) weight.
+    pub weight: Decimal,
+    pub referral_type: ReferralType,
+    pub click_id: Option<String>,
+    pub promo_code: Option<String>,
+    pub referring_at: Millis,
+    pub shared_id: Option<String>,
+    pub sub_ids: Vec<String>,
+    /// The contract's payout terms as they stood when the conversion was attributed.
+    pub terms: Option<Payout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditedOrder {
+    pub customer_status: CustomerStatus,
+    pub currency: Option<String>,
+    pub click_id: Option<String>,
+    pub locking_at: Millis,
+    pub items: Vec<Item>,
+    pub itemless: bool,
+    pub order_discount: Decimal,
+    pub credits: Vec<StoredCredit>,
+    pub touchpoints: Vec<Touchpoint>,
+    pub touchpoints_total: u32,
+    /// The previous emission's rounded amount and payout, for deltas.
+    pub amount: Decimal,
+    pub payout: Decimal,
+    pub reversed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredOrder {
+    pub program_id: String,
+    pub event_type: String,
+    pub order_id: String,
+    pub occurred_at: Millis,
+    pub device_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub promo_code: Option<String>,
+    pub test: bool,
+    /// Stream time after which the order is forgotten.
+    pub expires_at: Millis,
+    /// `None` for a conversion that earned nobody credit (kept to detect duplicates).
+    pub credited: Option<Box<CreditedOrder>>,
+}
+
+impl StoredOrder {
+    pub fn is(&self, program_id: &str, event_type: &str, order_id: &str) -> bool {
+        self.order_id == order_id && self.program_id == program_id && self.event_type == event_type
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Journey {
+    /// Sorted by (occurred_at, seq), oldest first.
+    pub clicks: Vec<StoredClick>,
+    pub orders: Vec<StoredOrder>,
+    pub next_seq: u64,
+}
+
+impl Journey {
+    pub fn is_empty(&self) -> bool {
+        self.clicks.is_empty() && self.orders.is_empty()
+    }
+
+    pub fn order(&self, program_id: &str, event_type: &str, order_id: &str) -> Option<&StoredOrder> {
+        self.orders.iter().find(|o| o.is(program_id, event_type, order_id))
+    }
+
+    pub fn order_mut(&mut self, program_id: &str, event_type: &str, order_id: &str) -> Option<&mut StoredOrder> {
+        self.orders.iter_mut().find(|o| o.is(program_id, event_type, order_id))
+    }
+
+    /// Drops what retention no longer needs (DESIGN §3 rule 11); returns the number of clicks
+    /// dropped.
+    pub fn expire(&mut self, stream_time: Millis, click_keep_ms: Millis) -> usize {
+        let before = self.clicks.len();
+        let cutoff = stream_time.saturating_sub(click_keep_ms);
+        self.clicks.retain(|c| c.occurred_at >= cutoff);
+        self.orders.retain(|o| o.expires_at > stream_time);
+        before - self.clicks.len()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("journeys always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Journey, bincode::Error> {
+        bincode::deserialize(bytes)
+    }
+}

@@ -1,0 +1,38 @@
+//! attrib: an event-stream attribution processor for partnership marketing.
+//!
+//! A tour of the modules, from the pure core outwards:
+//!
+//! - [`time`], [`money`]: event times as milliseconds, money as exact decimals.
+//! - [`records`]: input records, decoded and validated into checked types (or a DLQ reason).
+//! - [`tables`]: programs, contracts, cross-program settings and promo codes, read whole.
+//! - [`journey`]: the state of one journey key (clicks and orders), as stored.
+//! - [`engine`] and [`payout`]: the attribution rules of DESIGN §3, pure (time passed in).
+//! - [`output`]: actions and invalid actions.
+//! - [`processor`]: decode → engine → outputs for a batch of one partition, over a
+//!   [`store::JourneyStore`]; shared by `replay`, `run` and `demo`.
+//! - [`store`]: journey stores: RocksDB (on its own thread-safe handle) and in-memory.
+//! - [`codec`]: output encodings (JSON) and DLQ headers.
+//! - [`replay`]: the engine over a JSONL file, no Kafka.
+//! - [`settings`]: the TOML/env configuration, validated.
+//! - [`pipeline`]: the Kafka processor behind `attrib run`.
+//! - [`metrics`], [`http`]: Prometheus metrics and the HTTP endpoints.
+//! - [`demo`]: an embedded mock cluster, synthetic traffic and a summary.
+
+pub mod codec;
+pub mod demo;
+pub mod engine;
+pub mod http;
+pub mod journey;
+pub mod metrics;
+pub mod money;
+pub mod output;
+pub mod payout;
+pub mod pipeline;
+pub mod processor;
+pub mod records;
+pub mod replay;
+pub mod settings;
+pub mod store;
+pub mod tables;
+pub mod time;
+pub mod workload;

@@ -1,0 +1,92 @@
+//! The `attrib` binary: `run`, `demo`, `replay` and helpers.
+
+use anyhow::{Context, Result};
+use attrib::settings::{LogFormat, Settings};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "attrib", version, about = "Event-stream attribution processor for partnership marketing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the processor against Kafka.
+    Run {
+        /// TOML settings file; every key can be overridden by an ATTRIB_* variable.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Start an embedded mock Kafka cluster, write synthetic traffic, process it and print a summary.
+    Demo {
+        /// Leave the broker and the processor running and print their addresses.
+        #[arg(long)]
+        keep_running: bool,
+        /// Number of clicks to generate.
+        #[arg(long, default_value_t = 20_000)]
+        clicks: usize,
+    },
+    /// Apply a JSONL file of records with the same engine, without Kafka.
+    Replay {
+        /// Input: one `{"topic":…,"key":…,"value":…}` per line (`-` for stdin).
+        input: PathBuf,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the effective settings (file + environment) as TOML, or the error.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            init_logs(settings.log_format, &settings.log_level);
+            attrib::pipeline::run_until_signal(settings)
+        }
+        Command::Demo { keep_running, clicks } => {
+            init_logs(LogFormat::Plain, &std::env::var("ATTRIB_LOG_LEVEL").unwrap_or_else(|_| "warn".into()));
+            attrib::demo::run(keep_running, clicks)
+        }
+        Command::Replay { input, output } => {
+            let reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
+                Box::new(std::io::BufReader::new(std::io::stdin()))
+            } else {
+                let f = std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+            };
+            let writer: Box<dyn std::io::Write> = match &output {
+                Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let s = attrib::replay::replay(reader, writer)?;
+            eprintln!(
+                "replayed {} lines: {} actions, {} invalid actions, {} dlq",
+                s.lines, s.actions, s.invalid_actions, s.dlq
+            );
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            print!("{}", toml::to_string(&settings)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,864 @@
+//! `attrib run`: the Kafka processor.
+//!
+//! One processing thread owns the consumer, the producer and the journey store (so no RocksDB
+//! call ever runs on an async worker); tokio runs only the HTTP server and signal handling.
+//!
+//! Per commit interval, under `exactly_once`, one Kafka transaction carries the outputs, the
+//! changed journeys (to the compacted changelog `<application_id>-journeys-changelog`) and the
+//! input offsets; RocksDB is written after the transaction commits, so local state never runs
+//! ahead of what Kafka committed. Under `at_least_once` the outputs are flushed, then offsets
+//! committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
+//! from the changelog before its partition is processed.
+
+use crate::codec::{encode_json, Encoded, OutputTopic};
+use crate::http::{HttpState, JourneyLookup};
+use crate::journey::Journey;
+use crate::metrics::Metrics;
+use crate::processor::{DlqRecord, InRecord, OutRecord, PartitionWrites, Processor};
+use crate::records::InputTopic;
+use crate::replay::now_ms;
+use crate::settings::{Guarantee, Settings};
+use crate::store::{PartitionMeta, RocksStore, StateWrite, META_CHANGELOG_KEY};
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, info_span, warn};
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the processing thread shares with the HTTP server, the demo and the tests.
+#[derive(Clone)]
+pub struct Handles {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub shutdown: Arc<AtomicBool>,
+    /// The open journey store, for `GET /journeys/{key}`.
+    pub db: Arc<Mutex<Option<Arc<rocksdb::DB>>>>,
+    /// Completed commits (for tests and the demo to wait on).
+    pub commits: Arc<AtomicU64>,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Handles {
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            db: Arc::new(Mutex::new(None)),
+            commits: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Handles {
+    /// Looks a journey key up in every partition of the open store.
+    pub fn journey_lookup(&self) -> JourneyLookup {
+        let db = self.db.clone();
+        Arc::new(move |key: &[u8]| {
+            let Some(db) = db.lock().expect("db lock").clone() else { return Ok(None) };
+            let mut found = Vec::new();
+            for item in db.prefix_iterator(b"m") {
+                let (k, _) = item?;
+                if k.first() != Some(&b'm') || k.len() != 5 {
+                    break;
+                }
+                let p = i32::from_be_bytes([k[1], k[2], k[3], k[4]]);
+                let mut jk = vec![b'j'];
+                jk.extend_from_slice(&p.to_be_bytes());
+                jk.extend_from_slice(key);
+                if let Some(v) = db.get(&jk)? {
+                    let j = Journey::decode(&v)?;
+                    found.push(serde_json::json!({ "partition": p, "journey": journey_json(&j) }));
+                }
+            }
+            Ok(if found.is_empty() { None } else { Some(serde_json::json!({ "key": String::from_utf8_lossy(key), "partitions": found })) })
+        })
+    }
+}
+
+fn journey_json(j: &Journey) -> serde_json::Value {
+    serde_json::json!({
+        "clicks": j.clicks.iter().map(|c| serde_json::json!({
+            "click_id": c.click_id, "program_id": c.program_id, "partner_id": c.partner_id,
+            "occurred_at": crate::time::format_rfc3339(c.occurred_at), "shared_id": c.shared_id, "sub_ids": c.sub_ids,
+        })).collect::<Vec<_>>(),
+        "orders": j.orders.iter().map(|o| serde_json::json!({
+            "program_id": o.program_id, "event_type": o.event_type, "order_id": o.order_id,
+            "occurred_at": crate::time::format_rfc3339(o.occurred_at),
+            "action_id": o.credited.as_ref().map(|_| crate::output::action_id(&o.program_id, &o.event_type, &o.order_id)),
+            "credited": o.credited.is_some(),
+            "reversed": o.credited.as_ref().is_some_and(|c| c.reversed),
+            "amount": o.credited.as_ref().map(|c| crate::money::round6(c.amount).to_string()),
+            "payout": o.credited.as_ref().map(|c| crate::money::round6(c.payout).to_string()),
+            "partners": o.credited.as_ref().map(|c| c.credits.iter().map(|k| k.partner_id.clone()).collect::<Vec<_>>()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs `attrib run`: HTTP server, signal handling and the supervised processing thread.
+pub fn run_until_signal(settings: Settings) -> Result<()> {
+    let handles = Handles::default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let addr = settings.http_addr.parse()?;
+    let http_state = HttpState {
+        metrics: handles.metrics.clone(),
+        ready: handles.ready.clone(),
+        journeys: settings
+            .journeys_api
+            .enabled
+            .then(|| (settings.journeys_api.token.clone().unwrap_or_default(), handles.journey_lookup())),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let http = rt.spawn(async move {
+        let stop = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::http::serve(addr, http_state, stop).await {
+            error!("http server failed: {e:#}");
+        }
+    });
+    let shutdown = handles.shutdown.clone();
+    rt.spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested; committing and closing");
+        shutdown.store(true, Ordering::Release);
+    });
+    let h = handles.clone();
+    let worker = std::thread::Builder::new()
+        .name("attrib-processor".into())
+        .spawn(move || supervise(&settings, &h))?;
+    let result = worker.join().map_err(|_| anyhow!("processing thread panicked"))?;
+    let _ = stop_tx.send(true);
+    let _ = rt.block_on(http);
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the pipeline until shutdown, restarting it (with backoff) after errors.
+pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let started = Instant::now();
+        match run_pipeline(settings, h) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                h.ready.store(false, Ordering::Release);
+                if h.shutdown.load(Ordering::Acquire) {
+                    return Err(e);
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_millis(500);
+                }
+                error!("pipeline failed, restarting in {backoff:?}: {e:#}");
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !h.shutdown.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if h.shutdown.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// librdkafka contexts
+// ---------------------------------------------------------------------------------------------
+
+fn log_rdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            error!(target: "librdkafka", "{fac}: {msg}")
+        }
+        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac}: {msg}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", "{fac}: {msg}"),
+        RDKafkaLogLevel::Debug => debug!(target: "librdkafka", "{fac}: {msg}"),
+    }
+}
+
+/// Logs through `tracing`.
+pub struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_rdkafka(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
+struct ProducerCtx {
+    delivery_errors: Arc<AtomicU64>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_rdkafka(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(target: "librdkafka", "producer: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.delivery_errors.fetch_add(1, Ordering::Relaxed);
+            warn!("output record not delivered: {e}");
+        }
+    }
+}
+
+struct ConsumerCtx {
+    worker: Arc<Mutex<Worker>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_rdkafka(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(target: "librdkafka", "consumer: {error}: {reason}");
+    }
+    fn stats(&self, s: Statistics) {
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics.consumer_lag.with_label_values(&[topic, &p.to_string()]).set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut w = self.worker.lock().expect("worker lock");
+            let lost = consumer.assignment_lost();
+            let result = if lost { w.abort_all() } else { w.commit(consumer) };
+            if let Err(e) = result {
+                w.failed.get_or_insert(e);
+            }
+            let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            w.revoke(&partitions, lost);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.metrics.rebalances.inc();
+        if let Rebalance::Assign(tpl) = rebalance {
+            let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let mut w = self.worker.lock().expect("worker lock");
+            if let Err(e) = w.assign(&partitions) {
+                w.failed.get_or_insert(e);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client configuration
+// ---------------------------------------------------------------------------------------------
+
+fn base_config(s: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &s.brokers);
+    c.set("client.id", format!("{}-{}", s.application_id, s.instance_id()));
+    for (k, v) in &s.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+fn consumer_config(s: &Settings) -> ClientConfig {
+    let mut c = base_config(s);
+    c.set("group.id", &s.application_id)
+        // Clicks and conversions of one key are co-partitioned: the range assignor hands the
+        // same partition number of both topics to the same member.
+        .set("partition.assignment.strategy", "range")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000");
+    for (k, v) in &s.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A consumer outside the group, for tables and restores.
+fn reader_config(s: &Settings, purpose: &str) -> ClientConfig {
+    let mut c = base_config(s);
+    c.set("group.id", format!("{}-{purpose}", s.application_id))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    for (k, v) in &s.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+fn producer_config(s: &Settings, eos: bool) -> ClientConfig {
+    let mut c = base_config(s);
+    c.set("enable.idempotence", "true").set("linger.ms", "5").set("message.timeout.ms", "60000");
+    if eos {
+        c.set("transactional.id", format!("{}-{}", s.application_id, s.instance_id()))
+            .set("transaction.timeout.ms", "60000");
+    }
+    for (k, v) in &s.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topics
+// ---------------------------------------------------------------------------------------------
+
+fn partition_count(consumer: &BaseConsumer<impl ConsumerContext>, topic: &str) -> Result<usize> {
+    let md = consumer.fetch_metadata(Some(topic), KAFKA_TIMEOUT).with_context(|| format!("cannot read metadata of {topic}"))?;
+    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    if n == 0 {
+        bail!("topic `{topic}` does not exist (create it, or check the `topics` settings)");
+    }
+    Ok(n)
+}
+
+/// Creates the changelog topic if missing, with as many partitions as the clicks topic.
+fn ensure_changelog(s: &Settings, partitions: usize) -> Result<()> {
+    let admin: AdminClient<LogContext> = base_config(s).create_with_context(LogContext)?;
+    let name = s.changelog_topic();
+    let topic = NewTopic::new(&name, partitions as i32, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    let results = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT))))?;
+    for r in results {
+        match r {
+            Ok(_) => info!("created changelog topic {name}"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("cannot create changelog topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Assigns every given partition from its beginning and reads up to the end it had when the
+/// call started, calling `f` for each record. The consumer stays assigned afterwards.
+fn read_to_end(
+    consumer: &BaseConsumer<LogContext>,
+    assignments: &[(String, i32)],
+    shutdown: &AtomicBool,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
+    for (t, p) in assignments {
+        let (lo, hi) = consumer.fetch_watermarks(t, *p, KAFKA_TIMEOUT)?;
+        tpl.add_partition_offset(t, *p, Offset::Beginning)?;
+        if hi > lo {
+            remaining.insert((t.clone(), *p), hi);
+        }
+    }
+    consumer.assign(&tpl)?;
+    while !remaining.is_empty() {
+        if shutdown.load(Ordering::Acquire) {
+            bail!("shutdown while reading {:?}", remaining.keys().next());
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                f(&m)?;
+                let key = (m.topic().to_string(), m.partition());
+                if remaining.get(&key).is_some_and(|hi| m.offset() + 1 >= *hi) {
+                    remaining.remove(&key);
+                }
+                continue;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // The event names only the partition: decisive when one topic has it.
+                let same: Vec<(String, i32)> = remaining.keys().filter(|(_, q)| *q == p).cloned().collect();
+                if same.len() == 1 {
+                    remaining.remove(&same[0]);
+                }
+            }
+            None => {}
+            Some(Err(e)) => warn!("while reading tables or changelog: {e}"),
+        }
+        // Transaction markers may sit at the end: a partition is done once its position has
+        // reached the end it had at the start.
+        let positions = consumer.position()?;
+        remaining.retain(|(t, p), hi| match positions.find_partition(t, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o < *hi,
+            _ => true,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker: processor + producer + transaction state
+// ---------------------------------------------------------------------------------------------
+
+struct Worker {
+    settings: Settings,
+    processor: Processor,
+    producer: ThreadedProducer<ProducerCtx>,
+    delivery_errors: Arc<AtomicU64>,
+    eos: bool,
+    txn_open: bool,
+    /// Next offsets to commit, per (topic, partition).
+    offsets: HashMap<(String, i32), i64>,
+    /// Outputs of the current batch (for metrics at commit).
+    outputs: Vec<OutRecord>,
+    scratch: Vec<OutRecord>,
+    processed: usize,
+    batch_started: Instant,
+    owned: BTreeSet<i32>,
+    /// Changelog end offsets at which local state was last known to equal the changelog.
+    trusted_at: HashMap<i32, i64>,
+    /// Refused table records; reported to the DLQ by the owner of partition 0.
+    table_rejects: Vec<DlqRecord>,
+    handles: Handles,
+    failed: Option<anyhow::Error>,
+    changelog: String,
+}
+
+impl Worker {
+    fn ensure_txn(&mut self) -> Result<()> {
+        if self.eos && !self.txn_open {
+            self.producer.begin_transaction().context("cannot begin transaction")?;
+            self.txn_open = true;
+        }
+        Ok(())
+    }
+
+    fn send(&self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, String)]) -> Result<()> {
+        let mut hs = OwnedHeaders::new_with_capacity(headers.len());
+        for (k, v) in headers {
+            hs = hs.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(hs);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
+            }
+        }
+    }
+
+    fn send_output(&self, o: &OutRecord) -> Result<()> {
+        let Encoded { topic, key, value, headers } = encode_json(o);
+        let t = &self.settings.topics;
+        let name = match topic {
+            OutputTopic::Actions => &t.actions,
+            OutputTopic::InvalidActions => &t.invalid_actions,
+            OutputTopic::Dlq => &t.dlq,
+        };
+        self.send(name, None, key.as_deref(), value.as_deref(), &headers)
+    }
+
+    fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let topic = if m.topic() == self.settings.topics.clicks { InputTopic::Clicks } else { InputTopic::Conversions };
+        self.ensure_txn()?;
+        let rec = InRecord {
+            topic,
+            source_topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            value: m.payload(),
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        self.processor.process(&rec, now_ms(), &mut out)?;
+        for o in out.drain(..) {
+            self.send_output(&o)?;
+            self.outputs.push(o);
+        }
+        self.scratch = out;
+        self.offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        self.processed += 1;
+        Ok(())
+    }
+
+    fn apply_table(&mut self, m: &BorrowedMessage<'_>) {
+        let topic = if m.topic() == self.settings.topics.config { InputTopic::Config } else { InputTopic::PromoCodes };
+        let rec = InRecord { topic, source_topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload() };
+        if let Some(d) = self.processor.apply_table(&rec) {
+            warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "refused table record: {}", d.error);
+            self.handles.metrics.dlq.with_label_values(&[d.reason_label()]).inc();
+            self.table_rejects.push(d);
+        }
+    }
+
+    /// The owner of partition 0 reports refused table records it has not reported yet.
+    fn report_table_rejects(&mut self) -> Result<()> {
+        if !self.owned.contains(&0) || self.table_rejects.is_empty() {
+            return Ok(());
+        }
+        let marks = self.processor.store().meta(0)?.unwrap_or_default().table_dlq_marks;
+        let pending_meta = self.processor.stream_time(0).is_some();
+        let mark_of = |marks: &[(String, i32, i64)], t: &str, p: i32| marks.iter().find(|(mt, mp, _)| mt == t && *mp == p).map_or(0, |m| m.2);
+        let mut current = if pending_meta { self.processor.meta_mut(0)?.table_dlq_marks.clone() } else { marks };
+        let todo: Vec<DlqRecord> = self
+            .table_rejects
+            .iter()
+            .filter(|d| d.offset >= mark_of(&current, &d.source_topic, d.partition))
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        self.ensure_txn()?;
+        for d in todo {
+            let o = OutRecord::Dlq(Box::new(d.clone()));
+            self.send_output(&o)?;
+            match current.iter_mut().find(|(t, p, _)| *t == d.source_topic && *p == d.partition) {
+                Some(m) => m.2 = d.offset + 1,
+                None => current.push((d.source_topic.clone(), d.partition, d.offset + 1)),
+            }
+        }
+        self.processor.meta_mut(0)?.table_dlq_marks = current;
+        Ok(())
+    }
+
+    fn send_changelog(&self, writes: &[PartitionWrites]) -> Result<()> {
+        for w in writes {
+            for (k, v) in &w.writes {
+                self.send(&self.changelog, Some(w.partition), Some(k), v.as_deref(), &[])?;
+            }
+            self.send(&self.changelog, Some(w.partition), Some(META_CHANGELOG_KEY), Some(&w.meta.encode()), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Commits outputs, state and offsets together.
+    fn commit(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<()> {
+        self.report_table_rejects()?;
+        if self.processed == 0 && !self.txn_open && self.processor.pending() == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let span = info_span!("commit", records = self.processed, outputs = self.outputs.len());
+        let _g = span.enter();
+        let writes = self.processor.drain_writes();
+        self.ensure_txn()?;
+        self.send_changelog(&writes)?;
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &self.offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        if self.eos {
+            if tpl.count() > 0 {
+                let gm = consumer.group_metadata().ok_or_else(|| anyhow!("no consumer group metadata"))?;
+                self.producer.send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT).context("cannot add offsets to the transaction")?;
+            }
+            if let Err(e) = self.producer.commit_transaction(KAFKA_TIMEOUT) {
+                self.txn_open = false;
+                self.handles.metrics.transactions.with_label_values(&["abort"]).inc();
+                let _ = self.producer.abort_transaction(KAFKA_TIMEOUT);
+                return Err(anyhow!("transaction commit failed: {e}"));
+            }
+            self.txn_open = false;
+        } else {
+            self.producer.flush(KAFKA_TIMEOUT).context("cannot flush outputs")?;
+            let errors = self.delivery_errors.swap(0, Ordering::AcqRel);
+            if errors > 0 {
+                bail!("{errors} output records were not delivered");
+            }
+            if tpl.count() > 0 {
+                consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).context("cannot commit offsets")?;
+            }
+        }
+        self.processor.apply_writes(&writes)?;
+        let m = &self.handles.metrics;
+        m.transactions.with_label_values(&["commit"]).inc();
+        m.commit_duration.observe(started.elapsed().as_secs_f64());
+        m.batch_duration.observe(self.batch_started.elapsed().as_secs_f64());
+        m.record_stats(&std::mem::take(&mut self.processor.stats));
+        m.record_outputs(&self.outputs);
+        let now = now_ms();
+        for o in &self.outputs {
+            let t = match o {
+                OutRecord::Action(a) => a.occurred_at,
+                OutRecord::Invalid(i) => i.occurred_at,
+                OutRecord::Dlq(_) => continue,
+            };
+            m.event_lag.observe(((now - t) as f64 / 1000.0).max(0.0));
+        }
+        self.outputs.clear();
+        self.offsets.clear();
+        self.processed = 0;
+        self.batch_started = Instant::now();
+        self.handles.commits.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Drops uncommitted work (the assignment was lost).
+    fn abort_all(&mut self) -> Result<()> {
+        if self.txn_open {
+            self.txn_open = false;
+            self.handles.metrics.transactions.with_label_values(&["abort"]).inc();
+            self.producer.abort_transaction(KAFKA_TIMEOUT)?;
+        }
+        bail!("consumer-group assignment lost; restarting from committed state")
+    }
+
+    fn revoke(&mut self, partitions: &BTreeSet<i32>, lost: bool) {
+        for p in partitions {
+            self.processor.close_partition(*p);
+            self.owned.remove(p);
+            if lost {
+                self.trusted_at.remove(p);
+            }
+        }
+        if !lost && self.failed.is_none() {
+            // Our commit is the changelog's end now, unless another instance writes to it.
+            let reader: Result<BaseConsumer<LogContext>> = reader_config(&self.settings, "restore").create_with_context(LogContext).map_err(Into::into);
+            if let Ok(reader) = reader {
+                for p in partitions {
+                    if let Ok((_, hi)) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT) {
+                        self.trusted_at.insert(*p, hi);
+                    }
+                }
+            }
+        }
+        self.handles.metrics.assigned.set(self.owned.len() as i64);
+    }
+
+    /// Restores the state of newly assigned partitions that local RocksDB cannot vouch for.
+    fn assign(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
+        self.handles.ready.store(false, Ordering::Release);
+        let reader: BaseConsumer<LogContext> = reader_config(&self.settings, "restore").create_with_context(LogContext)?;
+        let mut restore = Vec::new();
+        for p in partitions {
+            let (_, hi) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?;
+            if self.trusted_at.get(p) != Some(&hi) {
+                restore.push(*p);
+            }
+        }
+        if !restore.is_empty() {
+            let started = Instant::now();
+            info!(partitions = ?restore, "restoring state from {}", self.changelog);
+            let mut records = 0u64;
+            for p in &restore {
+                self.processor.store_mut().drop_partition(*p)?;
+            }
+            let mut batch: HashMap<i32, (Vec<StateWrite>, PartitionMeta)> = HashMap::new();
+            let assignments: Vec<(String, i32)> = restore.iter().map(|p| (self.changelog.clone(), *p)).collect();
+            let store = self.processor.store_mut();
+            let shutdown = self.handles.shutdown.clone();
+            read_to_end(&reader, &assignments, &shutdown, |m| {
+                records += 1;
+                let entry = batch.entry(m.partition()).or_default();
+                let key = m.key().unwrap_or_default();
+                if key == META_CHANGELOG_KEY {
+                    entry.1 = PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
+                } else {
+                    entry.0.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                }
+                if entry.0.len() >= 10_000 {
+                    let (w, meta) = entry;
+                    store.write(m.partition(), w, meta)?;
+                    w.clear();
+                }
+                Ok(())
+            })?;
+            for (p, (w, meta)) in batch {
+                store.write(p, &w, &meta)?;
+            }
+            let m = &self.handles.metrics;
+            m.restore_records.inc_by(records);
+            m.restore_seconds.set(started.elapsed().as_secs_f64());
+            info!(records, seconds = started.elapsed().as_secs_f64(), "state restored");
+        }
+        for p in partitions {
+            self.owned.insert(*p);
+            self.trusted_at.remove(p);
+        }
+        self.handles.metrics.assigned.set(self.owned.len() as i64);
+        self.handles.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Clean-shutdown marker: per partition, the changelog end offset matching local state.
+fn marker_path(s: &Settings) -> PathBuf {
+    s.state_dir.join("clean-shutdown.json")
+}
+
+fn take_marker(s: &Settings) -> HashMap<i32, i64> {
+    let path = marker_path(s);
+    let marks = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    marks
+}
+
+/// One run of the pipeline, until shutdown (Ok) or an error.
+pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
+    let eos = settings.processing_guarantee == Guarantee::ExactlyOnce;
+    let t = &settings.topics;
+    info!(brokers = %settings.brokers, guarantee = ?settings.processing_guarantee, "starting attrib pipeline");
+
+    // Tables first: read whole before any event is processed.
+    let tables: BaseConsumer<LogContext> = reader_config(settings, &format!("tables-{}", settings.instance_id())).create_with_context(LogContext)?;
+    let clicks_partitions = partition_count(&tables, &t.clicks)?;
+    let conv_partitions = partition_count(&tables, &t.conversions)?;
+    if clicks_partitions != conv_partitions {
+        bail!("topics `{}` ({clicks_partitions} partitions) and `{}` ({conv_partitions}) must have the same number of partitions", t.clicks, t.conversions);
+    }
+    ensure_changelog(settings, clicks_partitions)?;
+
+    let state_dir = settings.state_dir.join(&settings.application_id);
+    let trusted_at = take_marker(settings);
+    let store = RocksStore::open(&state_dir)?;
+    *h.db.lock().expect("db lock") = Some(store.shared());
+    let delivery_errors = Arc::new(AtomicU64::new(0));
+    let producer: ThreadedProducer<ProducerCtx> =
+        producer_config(settings, eos).create_with_context(ProducerCtx { delivery_errors: delivery_errors.clone() })?;
+    if eos {
+        producer.init_transactions(KAFKA_TIMEOUT).context("cannot initialise transactions")?;
+    }
+    let worker = Arc::new(Mutex::new(Worker {
+        settings: settings.clone(),
+        processor: Processor::new(Box::new(store), settings.engine_settings(), settings.limits.clone()),
+        producer,
+        delivery_errors,
+        eos,
+        txn_open: false,
+        offsets: HashMap::new(),
+        outputs: Vec::new(),
+        scratch: Vec::new(),
+        processed: 0,
+        batch_started: Instant::now(),
+        owned: BTreeSet::new(),
+        trusted_at,
+        table_rejects: Vec::new(),
+        handles: h.clone(),
+        failed: None,
+        changelog: settings.changelog_topic(),
+    }));
+
+    let mut table_parts = Vec::new();
+    for topic in [&t.config, &t.promo_codes] {
+        for p in 0..partition_count(&tables, topic)? {
+            table_parts.push((topic.clone(), p as i32));
+        }
+    }
+    let load_started = Instant::now();
+    {
+        let mut w = worker.lock().expect("worker lock");
+        read_to_end(&tables, &table_parts, &h.shutdown, |m| {
+            w.apply_table(m);
+            Ok(())
+        })?;
+        let n = w.processor.stats.table_updates;
+        info!(records = n, seconds = load_started.elapsed().as_secs_f64(), "tables loaded");
+    }
+    // The table consumer stays assigned and keeps following the tables.
+    h.ready.store(true, Ordering::Release);
+
+    let consumer: BaseConsumer<ConsumerCtx> =
+        consumer_config(settings).create_with_context(ConsumerCtx { worker: worker.clone(), metrics: h.metrics.clone() })?;
+    consumer.subscribe(&[&t.clicks, &t.conversions])?;
+    let interval = Duration::from_millis(settings.commit_interval_ms);
+    let mut last_commit = Instant::now();
+    let result = (|| -> Result<()> {
+        loop {
+            if h.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            // Table updates first, so that events see the newest config.
+            loop {
+                match tables.poll(Duration::ZERO) {
+                    Some(Ok(m)) => worker.lock().expect("worker lock").apply_table(&m),
+                    Some(Err(KafkaError::PartitionEOF(_))) => {}
+                    Some(Err(e)) => warn!("table consumer: {e}"),
+                    None => break,
+                }
+            }
+            let wait = interval.saturating_sub(last_commit.elapsed()).min(Duration::from_millis(100));
+            let msg = consumer.poll(wait);
+            let mut w = worker.lock().expect("worker lock");
+            if let Some(e) = w.failed.take() {
+                return Err(e);
+            }
+            match msg {
+                Some(Ok(m)) => w.handle(&m)?,
+                Some(Err(e)) => warn!("consumer: {e}"),
+                None => {}
+            }
+            if last_commit.elapsed() >= interval || w.processed >= settings.max_batch_records {
+                w.commit(&consumer)?;
+                last_commit = Instant::now();
+            }
+        }
+        let mut w = worker.lock().expect("worker lock");
+        w.commit(&consumer)?;
+        // Record where local state equals the changelog, so the next start can skip restores.
+        let mut marks = HashMap::new();
+        for p in w.owned.clone() {
+            if let Ok((_, hi)) = tables.fetch_watermarks(&w.changelog, p, KAFKA_TIMEOUT) {
+                marks.insert(p, hi);
+            }
+        }
+        std::fs::write(marker_path(settings), serde_json::to_vec(&marks)?)?;
+        info!("clean shutdown; state marked reusable");
+        Ok(())
+    })();
+    if result.is_err() {
+        let mut w = worker.lock().expect("worker lock");
+        if w.txn_open {
+            let _ = w.producer.abort_transaction(KAFKA_TIMEOUT);
+            w.txn_open = false;
+        }
+    }
+    drop(consumer);
+    *h.db.lock().expect("db lock") = None;
+    result
+}

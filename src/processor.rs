@@ -1,0 +1,334 @@
+//! Decode → engine → outputs, for the records of one or more partitions, over a journey store.
+//!
+//! The processor is what `replay`, `run` and `demo` share. It holds the tables and a cache of
+//! the journeys touched since the last [`Processor::flush`]; a flush writes them to the store in
+//! one batch per partition and returns the same writes for the changelog.
+
+use crate::engine::{self, Clock, EngineSettings};
+use crate::journey::Journey;
+use crate::output::{Action, InvalidAction, Output};
+use crate::records::{self, Event, InputTopic, Invalid, Limits};
+use crate::store::{JourneyStore, PartitionMeta, StateWrite};
+use crate::tables::Tables;
+use crate::time::Millis;
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+
+/// One input record, wherever it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct InRecord<'a> {
+    pub topic: InputTopic,
+    /// The real topic name, for the DLQ's headers.
+    pub source_topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// One output record, before encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutRecord {
+    Action(Box<Action>),
+    Invalid(Box<InvalidAction>),
+    Dlq(Box<DlqRecord>),
+}
+
+/// A record that could not be decoded or validated: the original key and value, untouched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DlqRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub error: String,
+    pub source_topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl DlqRecord {
+    /// A low-cardinality label for metrics.
+    pub fn reason_label(&self) -> &'static str {
+        dlq_reason_label(&self.error)
+    }
+}
+
+pub fn dlq_reason_label(error: &str) -> &'static str {
+    if error.contains("missing required field") {
+        "missing_field"
+    } else if error.contains("is not a JSON object") || error.contains("trailing data") || error.contains("cannot be decoded") {
+        "malformed"
+    } else if error.contains("does not belong") {
+        "wrong_type"
+    } else if error.contains("does not match") || error.contains("null key") || error.contains("key is not") {
+        "bad_key"
+    } else if error.contains("tombstone") {
+        "tombstone"
+    } else if error.contains("bytes, more than") {
+        "too_large"
+    } else {
+        "invalid_value"
+    }
+}
+
+/// Counters of one batch, for metrics (updated per batch, not per record).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub consumed: [u64; 4],
+    pub clicks_dropped_by_limit: u64,
+    pub clicks_expired: u64,
+    pub duplicate_clicks: u64,
+    pub table_updates: u64,
+}
+
+impl Stats {
+    pub fn topic_index(t: InputTopic) -> usize {
+        match t {
+            InputTopic::Clicks => 0,
+            InputTopic::Conversions => 1,
+            InputTopic::PromoCodes => 2,
+            InputTopic::Config => 3,
+        }
+    }
+}
+
+#[derive(Default)]
+struct PartitionState {
+    meta: PartitionMeta,
+    meta_dirty: bool,
+    cache: HashMap<Vec<u8>, Journey>,
+}
+
+/// The state changes of one partition, as drained from the processor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionWrites {
+    pub partition: i32,
+    pub writes: Vec<StateWrite>,
+    pub meta: PartitionMeta,
+}
+
+pub struct Processor {
+    store: Box<dyn JourneyStore>,
+    pub tables: Tables,
+    pub settings: EngineSettings,
+    pub limits: Limits,
+    partitions: HashMap<i32, PartitionState>,
+    pub stats: Stats,
+    scratch: Vec<Output>,
+}
+
+impl Processor {
+    pub fn new(store: Box<dyn JourneyStore>, settings: EngineSettings, limits: Limits) -> Processor {
+        Processor {
+            store,
+            tables: Tables::default(),
+            settings,
+            limits,
+            partitions: HashMap::new(),
+            stats: Stats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn store(&self) -> &dyn JourneyStore {
+        &*self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut dyn JourneyStore {
+        &mut *self.store
+    }
+
+    /// The stream time of a partition, as last flushed or processed.
+    pub fn stream_time(&self, partition: i32) -> Option<Millis> {
+        self.partitions.get(&partition).map(|p| p.meta.stream_time)
+    }
+
+    /// Applies a table record (config or promo codes). Returns the DLQ record if refused.
+    pub fn apply_table(&mut self, rec: &InRecord) -> Option<DlqRecord> {
+        self.stats.consumed[Stats::topic_index(rec.topic)] += 1;
+        let result = match rec.topic {
+            InputTopic::Config => self.tables.apply_config(rec.key, rec.value, &self.limits),
+            _ => self.tables.apply_promo(rec.key, rec.value, &self.limits),
+        };
+        match result {
+            Ok(_) => {
+                self.stats.table_updates += 1;
+                None
+            }
+            Err(e) => Some(dlq(rec, e)),
+        }
+    }
+
+    /// Processes one record of any topic, pushing its outputs.
+    pub fn process(&mut self, rec: &InRecord, processed_at: Millis, out: &mut Vec<OutRecord>) -> Result<()> {
+        if matches!(rec.topic, InputTopic::Config | InputTopic::PromoCodes) {
+            if let Some(d) = self.apply_table(rec) {
+                out.push(OutRecord::Dlq(Box::new(d)));
+            }
+            return Ok(());
+        }
+        self.stats.consumed[Stats::topic_index(rec.topic)] += 1;
+        let event = match decode_event(rec, &self.limits) {
+            Ok(e) => e,
+            Err(e) => {
+                out.push(OutRecord::Dlq(Box::new(dlq(rec, e))));
+                return Ok(());
+            }
+        };
+        let key: &[u8] = match rec.key {
+            Some(k) => k,
+            None => match event.derived_key() {
+                Some(k) => k.as_bytes(),
+                None => {
+                    let e = records::invalid("record has a null key and no `device_id` or `customer_id` to derive it from");
+                    out.push(OutRecord::Dlq(Box::new(dlq(rec, e))));
+                    return Ok(());
+                }
+            },
+        };
+        let state = load_partition(&mut self.partitions, &*self.store, rec.partition)?;
+        state.meta_dirty = true;
+        state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
+        let clock = Clock { processed_at, stream_time: state.meta.stream_time };
+        let journey = match state.cache.get_mut(key) {
+            Some(j) => j,
+            None => {
+                let j = match self.store.get(rec.partition, key)? {
+                    Some(bytes) => Journey::decode(&bytes).context("stored journey cannot be decoded")?,
+                    None => Journey::default(),
+                };
+                state.cache.entry(key.to_vec()).or_insert(j)
+            }
+        };
+        let fx = engine::apply(journey, &self.tables, &self.settings, &event, clock, &mut self.scratch);
+        self.stats.clicks_dropped_by_limit += fx.clicks_dropped_by_limit as u64;
+        self.stats.clicks_expired += fx.clicks_expired as u64;
+        self.stats.duplicate_clicks += fx.duplicate_clicks as u64;
+        for o in self.scratch.drain(..) {
+            out.push(match o {
+                Output::Action(a) => OutRecord::Action(a),
+                Output::Invalid(i) => OutRecord::Invalid(i),
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of journeys waiting in the cache.
+    pub fn pending(&self) -> usize {
+        self.partitions.values().map(|p| p.cache.len()).sum()
+    }
+
+    /// Takes the state changes since the last call: per partition, the journey writes (empty
+    /// journeys deleted) and the metadata. Apply them with [`Processor::apply_writes`] once
+    /// they are committed; until then the processor must not read those journeys again.
+    pub fn drain_writes(&mut self) -> Vec<PartitionWrites> {
+        let mut all = Vec::new();
+        for (&p, state) in self.partitions.iter_mut() {
+            if state.cache.is_empty() && !state.meta_dirty {
+                continue;
+            }
+            let writes: Vec<StateWrite> = state
+                .cache
+                .drain()
+                .map(|(k, j)| if j.is_empty() { (k, None) } else { (k, Some(j.encode())) })
+                .collect();
+            state.meta_dirty = false;
+            all.push(PartitionWrites { partition: p, writes, meta: state.meta.clone() });
+        }
+        all.sort_by_key(|w| w.partition);
+        all
+    }
+
+    /// Writes drained changes to the store, one atomic batch per partition.
+    pub fn apply_writes(&mut self, all: &[PartitionWrites]) -> Result<()> {
+        for w in all {
+            self.store.write(w.partition, &w.writes, &w.meta)?;
+        }
+        Ok(())
+    }
+
+    /// Drains and applies at once (no changelog).
+    pub fn flush(&mut self) -> Result<Vec<PartitionWrites>> {
+        let all = self.drain_writes();
+        self.apply_writes(&all)?;
+        Ok(all)
+    }
+
+    /// A partition's metadata, for changes made outside journeys (marked to be written).
+    pub fn meta_mut(&mut self, partition: i32) -> Result<&mut PartitionMeta> {
+        let state = self.load_partition(partition)?;
+        state.meta_dirty = true;
+        Ok(&mut state.meta)
+    }
+
+    fn load_partition(&mut self, partition: i32) -> Result<&mut PartitionState> {
+        load_partition(&mut self.partitions, &*self.store, partition)
+    }
+
+    /// Forgets the in-memory state of a partition (after revocation); the store keeps its data.
+    pub fn close_partition(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Deletes expired journeys of a partition that no record has touched (rule 11). Returns
+    /// the writes made, for the changelog.
+    pub fn sweep(&mut self, partition: i32) -> Result<Vec<StateWrite>> {
+        let Some(meta) = self.store.meta(partition)? else { return Ok(Vec::new()) };
+        let keep = crate::time::days_to_ms(self.tables.max_window_days()).saturating_add(self.settings.retention_margin_ms);
+        let mut writes = Vec::new();
+        self.store.scan(partition, &mut |k, v| {
+            if let Ok(mut j) = Journey::decode(v) {
+                let before = (j.clicks.len(), j.orders.len());
+                j.expire(meta.stream_time, keep);
+                if j.is_empty() {
+                    writes.push((k.to_vec(), None));
+                } else if (j.clicks.len(), j.orders.len()) != before {
+                    writes.push((k.to_vec(), Some(j.encode())));
+                }
+            }
+        })?;
+        if !writes.is_empty() {
+            self.store.write(partition, &writes, &meta)?;
+        }
+        Ok(writes)
+    }
+}
+
+fn load_partition<'a>(
+    partitions: &'a mut HashMap<i32, PartitionState>,
+    store: &dyn JourneyStore,
+    partition: i32,
+) -> Result<&'a mut PartitionState> {
+    if !partitions.contains_key(&partition) {
+        let meta = store.meta(partition)?.unwrap_or_default();
+        partitions.insert(partition, PartitionState { meta, ..Default::default() });
+    }
+    Ok(partitions.get_mut(&partition).expect("just inserted"))
+}
+
+fn decode_event(rec: &InRecord, limits: &Limits) -> Result<Event, Invalid> {
+    let Some(value) = rec.value else {
+        return Err(records::invalid(format!("tombstone (null value) on the {} topic", rec.topic.replay_name())));
+    };
+    if value.len() > limits.max_record_bytes {
+        return Err(records::invalid(format!(
+            "record is {} bytes, more than the limit of {}",
+            value.len(),
+            limits.max_record_bytes
+        )));
+    }
+    match rec.topic {
+        InputTopic::Clicks => records::decode_click(value, limits).map(Event::Click),
+        _ => records::decode_conversion_topic(value, limits),
+    }
+}
+
+fn dlq(rec: &InRecord, e: Invalid) -> DlqRecord {
+    DlqRecord {
+        key: rec.key.map(<[u8]>::to_vec),
+        value: rec.value.map(<[u8]>::to_vec),
+        error: e.0,
+        source_topic: rec.source_topic.to_string(),
+        partition: rec.partition,
+        offset: rec.offset,
+    }
+}

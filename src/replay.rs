@@ -1,0 +1,197 @@
+//! `attrib replay`: the engine over a JSONL file, without Kafka (DESIGN §5).
+//!
+//! Input lines are `{"topic":"clicks|conversions|promo_codes|config","key":…,"value":…}`,
+//! applied in file order as one partition; output lines are
+//! `{"topic":"actions|invalid_actions|dlq","key":…,"value":…}`. DLQ lines also carry the
+//! headers a Kafka DLQ record would have.
+
+use crate::codec::{dlq_headers, OutputTopic};
+use crate::engine::EngineSettings;
+use crate::processor::{InRecord, OutRecord, Processor};
+use crate::records::{InputTopic, Limits};
+use crate::store::{JourneyStore, MemoryStore};
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::io::{BufRead, Write};
+
+/// Lines per batch: the processor's cache is flushed to the store between batches.
+const BATCH_LINES: usize = 16_384;
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    topic: &'a str,
+    #[serde(borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+/// What a replay did, for the command's summary on stderr.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub lines: u64,
+    pub actions: u64,
+    pub invalid_actions: u64,
+    pub dlq: u64,
+}
+
+/// Replays `input` into `output` over an in-memory store.
+pub fn replay(input: impl BufRead, output: impl Write) -> Result<ReplaySummary> {
+    replay_with(input, output, Box::new(MemoryStore::default()), EngineSettings::default(), Limits::default(), now_ms)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Replays with a given store, settings and processing clock.
+pub fn replay_with(
+    input: impl BufRead,
+    mut output: impl Write,
+    store: Box<dyn JourneyStore>,
+    settings: EngineSettings,
+    limits: Limits,
+    clock: impl Fn() -> i64,
+) -> Result<ReplaySummary> {
+    let mut p = Processor::new(store, settings, limits);
+    let mut summary = ReplaySummary::default();
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut input = input;
+    let mut offset: i64 = 0;
+    let mut processed_at = clock();
+    let mut buf = Vec::with_capacity(1 << 16);
+    loop {
+        line.clear();
+        if input.read_line(&mut line).context("cannot read input")? == 0 {
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            offset += 1;
+            continue;
+        }
+        process_line(&mut p, text, offset, processed_at, &mut out)?;
+        for o in out.drain(..) {
+            summary.count(&o);
+            write_output(&mut buf, &o)?;
+        }
+        if buf.len() > 1 << 16 {
+            output.write_all(&buf)?;
+            buf.clear();
+        }
+        offset += 1;
+        if offset as usize % BATCH_LINES == 0 {
+            p.flush()?;
+            processed_at = clock();
+        }
+    }
+    p.flush()?;
+    output.write_all(&buf)?;
+    output.flush()?;
+    summary.lines = offset as u64;
+    Ok(summary)
+}
+
+impl ReplaySummary {
+    fn count(&mut self, o: &OutRecord) {
+        match o {
+            OutRecord::Action(_) => self.actions += 1,
+            OutRecord::Invalid(_) => self.invalid_actions += 1,
+            OutRecord::Dlq(_) => self.dlq += 1,
+        }
+    }
+}
+
+fn process_line(p: &mut Processor, text: &str, offset: i64, processed_at: i64, out: &mut Vec<OutRecord>) -> Result<()> {
+    let bad = |error: String, topic: &str| {
+        OutRecord::Dlq(Box::new(crate::processor::DlqRecord {
+            key: None,
+            value: Some(text.as_bytes().to_vec()),
+            error,
+            source_topic: topic.to_string(),
+            partition: 0,
+            offset,
+        }))
+    };
+    let line: Line = match serde_json::from_str(text) {
+        Ok(l) => l,
+        Err(e) => {
+            out.push(bad(format!("replay line is not a JSON object with `topic`, `key` and `value`: {e}"), "replay"));
+            return Ok(());
+        }
+    };
+    let Some(topic) = InputTopic::from_replay_name(line.topic) else {
+        out.push(bad(format!("replay line has unknown topic `{}`", line.topic), line.topic));
+        return Ok(());
+    };
+    let key: Option<String> = match line.key.map(|k| serde_json::from_str::<Option<String>>(k.get())) {
+        None => None,
+        Some(Ok(k)) => k,
+        Some(Err(_)) => {
+            out.push(bad("replay line's `key` is not a string or null".to_string(), line.topic));
+            return Ok(());
+        }
+    };
+    let value = line.value.map(|v| v.get()).filter(|v| *v != "null");
+    let rec = InRecord {
+        topic,
+        source_topic: topic.replay_name(),
+        partition: 0,
+        offset,
+        key: key.as_deref().map(str::as_bytes),
+        value: value.map(str::as_bytes),
+    };
+    p.process(&rec, processed_at, out)
+}
+
+/// Writes one output line.
+pub fn write_output(w: &mut Vec<u8>, o: &OutRecord) -> Result<()> {
+    match o {
+        OutRecord::Action(a) => {
+            w.extend_from_slice(b"{\"topic\":\"actions\",\"key\":");
+            serde_json::to_writer(&mut *w, &a.action_id)?;
+            w.extend_from_slice(b",\"value\":");
+            serde_json::to_writer(&mut *w, a)?;
+        }
+        OutRecord::Invalid(i) => {
+            w.extend_from_slice(b"{\"topic\":\"invalid_actions\",\"key\":");
+            serde_json::to_writer(&mut *w, &i.key())?;
+            w.extend_from_slice(b",\"value\":");
+            serde_json::to_writer(&mut *w, i)?;
+        }
+        OutRecord::Dlq(d) => {
+            w.extend_from_slice(b"{\"topic\":\"");
+            w.extend_from_slice(OutputTopic::Dlq.replay_name().as_bytes());
+            w.extend_from_slice(b"\",\"key\":");
+            match &d.key {
+                Some(k) => serde_json::to_writer(&mut *w, &String::from_utf8_lossy(k))?,
+                None => w.extend_from_slice(b"null"),
+            }
+            w.extend_from_slice(b",\"value\":");
+            match &d.value {
+                None => w.extend_from_slice(b"null"),
+                Some(v) => match serde_json::from_slice::<&RawValue>(v) {
+                    Ok(raw) => w.extend_from_slice(raw.get().as_bytes()),
+                    Err(_) => serde_json::to_writer(&mut *w, &String::from_utf8_lossy(v))?,
+                },
+            }
+            w.extend_from_slice(b",\"headers\":{");
+            for (i, (k, v)) in dlq_headers(d).iter().enumerate() {
+                if i > 0 {
+                    w.push(b',');
+                }
+                serde_json::to_writer(&mut *w, k)?;
+                w.push(b':');
+                serde_json::to_writer(&mut *w, v)?;
+            }
+            w.push(b'}');
+        }
+    }
+    w.extend_from_slice(b"}\n");
+    Ok(())
+}

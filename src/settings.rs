@@ -1,0 +1,330 @@
+//! Settings: a TOML file (`--config FILE`), each key overridable by an `ATTRIB_*` environment
+//! variable, validated into a checked [`Settings`] before anything starts.
+//!
+//! Nested keys map to environment variables by joining with `_` and upper-casing:
+//! `topics.clicks` ← `ATTRIB_TOPIC_CLICKS`, `journeys_api.token` ← `ATTRIB_JOURNEYS_API_TOKEN`,
+//! `limits.max_items` ← `ATTRIB_LIMITS_MAX_ITEMS`. librdkafka options go in `[kafka]` and come
+//! from `ATTRIB_KAFKA_<OPTION>` with `_` read as `.` (`ATTRIB_KAFKA_SASL_MECHANISMS` →
+//! `sasl.mechanisms`).
+
+use crate::engine::EngineSettings;
+use crate::records::Limits;
+use crate::time::days_to_ms;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Output, state changes and input offsets commit together in one Kafka transaction.
+    ExactlyOnce,
+    /// Offsets are committed after the outputs are acknowledged; a crash may repeat output.
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    Json,
+}
+
+/// Topic names (DESIGN §1).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub clicks: String,
+    pub conversions: String,
+    pub promo_codes: String,
+    pub config: String,
+    pub actions: String,
+    pub invalid_actions: String,
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            clicks: "attrib.clicks".into(),
+            conversions: "attrib.conversions".into(),
+            promo_codes: "attrib.promo-codes".into(),
+            config: "attrib.config".into(),
+            actions: "attrib.actions".into(),
+            invalid_actions: "attrib.invalid-actions".into(),
+            dlq: "attrib.dlq".into(),
+        }
+    }
+}
+
+/// `GET /journeys/{key}`: off unless enabled, and then only with the bearer token.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JourneysApi {
+    pub enabled: bool,
+    pub token: Option<String>,
+}
+
+/// All settings, with their defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Consumer group, transactional-id prefix and prefix of internal topics.
+    pub application_id: String,
+    /// This instance's name (transactional id suffix); defaults to the host name.
+    pub instance_id: Option<String>,
+    /// Where RocksDB keeps journeys.
+    pub state_dir: PathBuf,
+    /// Address of the HTTP server (metrics, health, journeys).
+    pub http_addr: String,
+    pub processing_guarantee: Guarantee,
+    /// How often output, state and offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Most records processed between two commits.
+    pub max_batch_records: usize,
+    pub log_format: LogFormat,
+    /// A `tracing` filter (`info`, `attrib=debug,rdkafka=warn`, …).
+    pub log_level: String,
+    pub output_format: OutputFormat,
+    /// Days kept beyond the longest window (clicks) and beyond locking (orders).
+    pub retention_margin_days: i64,
+    pub topics: Topics,
+    /// librdkafka options passed through verbatim (security, SASL, TLS, …).
+    pub kafka: BTreeMap<String, String>,
+    pub journeys_api: JourneysApi,
+    pub limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            brokers: "localhost:9092".into(),
+            application_id: "attrib".into(),
+            instance_id: None,
+            state_dir: PathBuf::from("./attrib-state"),
+            http_addr: "0.0.0.0:9464".into(),
+            processing_guarantee: Guarantee::ExactlyOnce,
+            commit_interval_ms: 100,
+            max_batch_records: 10_000,
+            log_format: LogFormat::Plain,
+            log_level: "info".into(),
+            output_format: OutputFormat::Json,
+            retention_margin_days: 7,
+            topics: Topics::default(),
+            kafka: BTreeMap::new(),
+            journeys_api: JourneysApi::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Environment variables that name settings, and where they go.
+const ENV_KEYS: &[(&str, &[&str])] = &[
+    ("BROKERS", &["brokers"]),
+    ("APPLICATION_ID", &["application_id"]),
+    ("INSTANCE_ID", &["instance_id"]),
+    ("STATE_DIR", &["state_dir"]),
+    ("HTTP_ADDR", &["http_addr"]),
+    ("PROCESSING_GUARANTEE", &["processing_guarantee"]),
+    ("COMMIT_INTERVAL_MS", &["commit_interval_ms"]),
+    ("MAX_BATCH_RECORDS", &["max_batch_records"]),
+    ("LOG_FORMAT", &["log_format"]),
+    ("LOG_LEVEL", &["log_level"]),
+    ("OUTPUT_FORMAT", &["output_format"]),
+    ("RETENTION_MARGIN_DAYS", &["retention_margin_days"]),
+    ("TOPIC_CLICKS", &["topics", "clicks"]),
+    ("TOPIC_CONVERSIONS", &["topics", "conversions"]),
+    ("TOPIC_PROMO_CODES", &["topics", "promo_codes"]),
+    ("TOPIC_CONFIG", &["topics", "config"]),
+    ("TOPIC_ACTIONS", &["topics", "actions"]),
+    ("TOPIC_INVALID_ACTIONS", &["topics", "invalid_actions"]),
+    ("TOPIC_DLQ", &["topics", "dlq"]),
+    ("JOURNEYS_API_ENABLED", &["journeys_api", "enabled"]),
+    ("JOURNEYS_API_TOKEN", &["journeys_api", "token"]),
+    ("LIMITS_MAX_RECORD_BYTES", &["limits", "max_record_bytes"]),
+    ("LIMITS_MAX_ITEMS", &["limits", "max_items"]),
+    ("LIMITS_MAX_ID_LEN", &["limits", "max_id_len"]),
+    ("LIMITS_MAX_URL_LEN", &["limits", "max_url_len"]),
+    ("LIMITS_MAX_SUB_IDS", &["limits", "max_sub_ids"]),
+    ("LIMITS_MAX_CLICKS_PER_JOURNEY", &["limits", "max_clicks_per_journey"]),
+];
+
+/// Settings whose values are numbers or booleans (the rest are strings).
+fn typed_value(path: &[&str], raw: &str) -> toml::Value {
+    let numeric = matches!(
+        path.last().copied(),
+        Some("commit_interval_ms" | "max_batch_records" | "retention_margin_days")
+    ) || path.first() == Some(&"limits");
+    if numeric {
+        if let Ok(i) = raw.trim().parse::<i64>() {
+            return toml::Value::Integer(i);
+        }
+    }
+    if path.last() == Some(&"enabled") {
+        if let Ok(b) = raw.trim().parse::<bool>() {
+            return toml::Value::Boolean(b);
+        }
+    }
+    toml::Value::String(raw.to_string())
+}
+
+impl Settings {
+    /// Loads settings from an optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings> {
+        let text = match file {
+            Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read config file {}", f.display()))?,
+            None => String::new(),
+        };
+        Self::parse(&text, env)
+    }
+
+    pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config file: {e}"))?;
+        for (k, v) in env {
+            let Some(name) = k.strip_prefix("ATTRIB_") else { continue };
+            if let Some(opt) = name.strip_prefix("KAFKA_") {
+                let opt = opt.to_ascii_lowercase().replace('_', ".");
+                let kafka = table.entry("kafka").or_insert_with(|| toml::Value::Table(Default::default()));
+                if let toml::Value::Table(t) = kafka {
+                    t.insert(opt, toml::Value::String(v));
+                }
+                continue;
+            }
+            let Some((_, path)) = ENV_KEYS.iter().find(|(n, _)| *n == name) else { continue };
+            let mut t = &mut table;
+            for part in &path[..path.len() - 1] {
+                let entry = t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+                let toml::Value::Table(inner) = entry else { bail!("config key `{part}` must be a table") };
+                t = inner;
+            }
+            t.insert(path[path.len() - 1].to_string(), typed_value(path, &v));
+        }
+        let s: Settings = Settings::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!("invalid config: {}", e.to_string().trim()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.brokers.trim().is_empty() {
+            bail!("invalid config: `brokers` is empty");
+        }
+        if self.application_id.is_empty() || !self.application_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            bail!("invalid config: `application_id` must be non-empty ASCII letters, digits, `.`, `_` or `-`");
+        }
+        self.http_addr
+            .parse::<SocketAddr>()
+            .with_context(|| format!("invalid config: `http_addr` `{}` is not an address like 0.0.0.0:9464", self.http_addr))?;
+        if self.commit_interval_ms == 0 {
+            bail!("invalid config: `commit_interval_ms` must be positive");
+        }
+        if self.max_batch_records == 0 {
+            bail!("invalid config: `max_batch_records` must be positive");
+        }
+        if self.retention_margin_days < 0 {
+            bail!("invalid config: `retention_margin_days` is negative");
+        }
+        let t = &self.topics;
+        let names = [
+            ("clicks", &t.clicks),
+            ("conversions", &t.conversions),
+            ("promo_codes", &t.promo_codes),
+            ("config", &t.config),
+            ("actions", &t.actions),
+            ("invalid_actions", &t.invalid_actions),
+            ("dlq", &t.dlq),
+        ];
+        for (i, (field, name)) in names.iter().enumerate() {
+            if name.is_empty() {
+                bail!("invalid config: `topics.{field}` is empty");
+            }
+            if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                bail!("invalid config: `topics.{field}` and `topics.{other}` are both `{name}`");
+            }
+        }
+        if self.journeys_api.enabled && self.journeys_api.token.as_deref().is_none_or(str::is_empty) {
+            bail!("invalid config: `journeys_api.token` is required when `journeys_api.enabled` is true");
+        }
+        let l = &self.limits;
+        if l.max_clicks_per_journey == 0 || l.max_items == 0 || l.max_record_bytes == 0 || l.max_id_len == 0 {
+            bail!("invalid config: `limits` values must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            max_clicks_per_journey: self.limits.max_clicks_per_journey,
+            retention_margin_ms: days_to_ms(self.retention_margin_days),
+        }
+    }
+
+    /// The changelog topic of the journey store.
+    pub fn changelog_topic(&self) -> String {
+        format!("{}-journeys-changelog", self.application_id)
+    }
+
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+                .unwrap_or_else(|| "attrib-0".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_file_and_env() {
+        let s = Settings::parse("", env(&[])).unwrap();
+        assert_eq!(s, Settings::default());
+        let s = Settings::parse(
+            "brokers = \"k:9092\"\ncommit_interval_ms = 250\n[topics]\nclicks = \"c\"\n[kafka]\n\"security.protocol\" = \"SSL\"\n",
+            env(&[("ATTRIB_BROKERS", "e:1"), ("ATTRIB_TOPIC_DLQ", "d"), ("ATTRIB_KAFKA_SASL_MECHANISMS", "PLAIN"), ("ATTRIB_COMMIT_INTERVAL_MS", "50")]),
+        )
+        .unwrap();
+        assert_eq!(s.brokers, "e:1");
+        assert_eq!(s.commit_interval_ms, 50);
+        assert_eq!(s.topics.clicks, "c");
+        assert_eq!(s.topics.dlq, "d");
+        assert_eq!(s.kafka["security.protocol"], "SSL");
+        assert_eq!(s.kafka["sasl.mechanisms"], "PLAIN");
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let e = Settings::parse("comit_interval_ms = 5", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("comit_interval_ms"), "{e}");
+        let e = Settings::parse("processing_guarantee = \"twice\"", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+        let e = Settings::parse("", env(&[("ATTRIB_HTTP_ADDR", "nowhere")])).unwrap_err().to_string();
+        assert!(e.contains("http_addr"), "{e}");
+        let e = Settings::parse("[topics]\nactions = \"attrib.dlq\"", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("topics.dlq"), "{e}");
+        let e = Settings::parse("[journeys_api]\nenabled = true", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("journeys_api.token"), "{e}");
+    }
+}
