@@ -211,7 +211,10 @@ impl ClientContext for LogContext {
         log_rdkafka(level, fac, msg);
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(target: "librdkafka", "{error}: {reason}");
+        // End-of-partition events are how table and changelog readers know they are done.
+        if !matches!(error, KafkaError::PartitionEOF(_)) && !reason.contains("end of partition") {
+            warn!(target: "librdkafka", "{error}: {reason}");
+        }
     }
 }
 
@@ -361,9 +364,15 @@ fn partition_count(consumer: &BaseConsumer<impl ConsumerContext>, topic: &str) -
 }
 
 /// Creates the changelog topic if missing, with as many partitions as the clicks topic.
-fn ensure_changelog(s: &Settings, partitions: usize) -> Result<()> {
-    let admin: AdminClient<LogContext> = base_config(s).create_with_context(LogContext)?;
+fn ensure_changelog(s: &Settings, consumer: &BaseConsumer<impl ConsumerContext>, partitions: usize) -> Result<()> {
     let name = s.changelog_topic();
+    if let Ok(n) = partition_count(consumer, &name) {
+        if n != partitions {
+            bail!("changelog topic `{name}` has {n} partitions, but `{}` has {partitions}", s.topics.clicks);
+        }
+        return Ok(());
+    }
+    let admin: AdminClient<LogContext> = base_config(s).create_with_context(LogContext)?;
     let topic = NewTopic::new(&name, partitions as i32, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
     let results = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT))))?;
     for r in results {
@@ -752,7 +761,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     if clicks_partitions != conv_partitions {
         bail!("topics `{}` ({clicks_partitions} partitions) and `{}` ({conv_partitions}) must have the same number of partitions", t.clicks, t.conversions);
     }
-    ensure_changelog(settings, clicks_partitions)?;
+    ensure_changelog(settings, &tables, clicks_partitions)?;
 
     let state_dir = settings.state_dir.join(&settings.application_id);
     let trusted_at = take_marker(settings);
