@@ -6,19 +6,33 @@
 use attrib::engine::{self, Clock, EngineSettings};
 use attrib::journey::Journey;
 use attrib::output::Output;
-use attrib::records::{decode_click, decode_conversion_topic, Event, Limits};
+use attrib::records::{Event, Limits, decode_click, decode_conversion_topic};
 use attrib::tables::Tables;
 use attrib::workload;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 fn tables() -> Tables {
     let mut t = Tables::default();
     let l = Limits::default();
-    t.apply_config(Some(b"program/p1"), Some(br#"{"type":"program","program_id":"p1","account_id":"acme","credit_policy":"linear"}"#), &l).unwrap();
+    t.apply_config(
+        Some(b"program/p1"),
+        Some(
+            br#"{"type":"program","program_id":"p1","account_id":"acme","credit_policy":"linear"}"#,
+        ),
+        &l,
+    )
+    .unwrap();
     for i in 0..10 {
-        let v = format!(r#"{{"type":"contract","program_id":"p1","partner_id":"pa{i}","active_from":"2026-01-01T00:00:00Z","payout":{{"default":{{"percent":"10"}},"groups":[{{"when":{{"categories":["shoes"]}},"rate":{{"fixed":"5"}}}}]}}}}"#);
-        t.apply_config(Some(format!("contract/p1/pa{i}").as_bytes()), Some(v.as_bytes()), &l).unwrap();
+        let v = format!(
+            r#"{{"type":"contract","program_id":"p1","partner_id":"pa{i}","active_from":"2026-01-01T00:00:00Z","payout":{{"default":{{"percent":"10"}},"groups":[{{"when":{{"categories":["shoes"]}},"rate":{{"fixed":"5"}}}}]}}}}"#
+        );
+        t.apply_config(
+            Some(format!("contract/p1/pa{i}").as_bytes()),
+            Some(v.as_bytes()),
+            &l,
+        )
+        .unwrap();
     }
     t
 }
@@ -28,9 +42,24 @@ fn journey_with(n: usize, t: &Tables) -> Journey {
     let s = EngineSettings::default();
     let mut out = Vec::new();
     for i in 0..n {
-        let v = format!(r#"{{"click_id":"c{i}","program_id":"p1","partner_id":"pa{}","occurred_at":"2026-10-01T{:02}:{:02}:00Z"}}"#, i % 10, i / 60, i % 60);
+        let v = format!(
+            r#"{{"click_id":"c{i}","program_id":"p1","partner_id":"pa{}","occurred_at":"2026-10-01T{:02}:{:02}:00Z"}}"#,
+            i % 10,
+            i / 60,
+            i % 60
+        );
         let e = Event::Click(decode_click(v.as_bytes(), &Limits::default()).unwrap());
-        engine::apply(&mut j, t, &s, &e, Clock { processed_at: 0, stream_time: e.occurred_at() }, &mut out);
+        engine::apply(
+            &mut j,
+            t,
+            &s,
+            &e,
+            Clock {
+                processed_at: 0,
+                stream_time: e.occurred_at(),
+            },
+            &mut out,
+        );
     }
     j
 }
@@ -51,7 +80,17 @@ fn bench_engine(c: &mut Criterion) {
             b.iter_batched(
                 || (j.clone(), Vec::<Output>::with_capacity(1)),
                 |(mut j, mut out)| {
-                    engine::apply(&mut j, &t, &s, &conv, Clock { processed_at: 0, stream_time: conv.occurred_at() }, &mut out);
+                    engine::apply(
+                        &mut j,
+                        &t,
+                        &s,
+                        &conv,
+                        Clock {
+                            processed_at: 0,
+                            stream_time: conv.occurred_at(),
+                        },
+                        &mut out,
+                    );
                     black_box(out)
                 },
                 BatchSize::SmallInput,
@@ -68,7 +107,17 @@ fn bench_engine(c: &mut Criterion) {
             b.iter_batched(
                 || (j.clone(), Vec::<Output>::new()),
                 |(mut j, mut out)| {
-                    engine::apply(&mut j, &t, &s, &click, Clock { processed_at: 0, stream_time: click.occurred_at() }, &mut out);
+                    engine::apply(
+                        &mut j,
+                        &t,
+                        &s,
+                        &click,
+                        Clock {
+                            processed_at: 0,
+                            stream_time: click.occurred_at(),
+                        },
+                        &mut out,
+                    );
                     black_box(j)
                 },
                 BatchSize::SmallInput,

@@ -8,7 +8,7 @@ use crate::codec::HEADER_ERROR;
 use crate::pipeline::{self, Handles, LogContext};
 use crate::settings::{Guarantee, Settings};
 use crate::workload::{self, GenRecord};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{Result, anyhow, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -103,10 +103,18 @@ pub fn read_topics(brokers: &str, topics: &[&str]) -> Result<Vec<ReadBack>> {
                 let mut headers = BTreeMap::new();
                 if let Some(hs) = m.headers() {
                     for h in hs.iter() {
-                        headers.insert(h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
+                        headers.insert(
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        );
                     }
                 }
-                out.push(ReadBack { topic: m.topic().to_string(), key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers });
+                out.push(ReadBack {
+                    topic: m.topic().to_string(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
             }
             _ => {
                 let pos = consumer.position()?;
@@ -123,7 +131,8 @@ pub fn wait_consumed(h: &Handles, n: u64, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let m = &h.metrics.consumed;
-        let got = m.with_label_values(&["clicks"]).get() + m.with_label_values(&["conversions"]).get();
+        let got =
+            m.with_label_values(&["clicks"]).get() + m.with_label_values(&["conversions"]).get();
         if got >= n {
             return Ok(());
         }
@@ -135,7 +144,9 @@ pub fn wait_consumed(h: &Handles, n: u64, timeout: Duration) -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
@@ -144,7 +155,11 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     let brokers = cluster.bootstrap_servers();
     let state = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut settings = Settings { brokers: brokers.clone(), processing_guarantee: Guarantee::AtLeastOnce, ..Settings::default() };
+    let mut settings = Settings {
+        brokers: brokers.clone(),
+        processing_guarantee: Guarantee::AtLeastOnce,
+        ..Settings::default()
+    };
     settings.state_dir = state.path().to_path_buf();
     settings.http_addr = format!("127.0.0.1:{port}");
     settings.application_id = "attrib-demo".into();
@@ -178,7 +193,10 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     let h = handles.clone();
     let s = settings.clone();
     let worker = std::thread::spawn(move || pipeline::supervise(&s, &h));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let http_state = crate::http::HttpState {
         metrics: handles.metrics.clone(),
         ready: handles.ready.clone(),
@@ -195,30 +213,49 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
 
     // Clicks first, then conversions, then their changes: the order a real journey has.
     let mut expected = 0u64;
-    for (label, batch) in [("clicks", &w.clicks), ("conversions", &w.conversions), ("changes", &w.changes)] {
+    for (label, batch) in [
+        ("clicks", &w.clicks),
+        ("conversions", &w.conversions),
+        ("changes", &w.changes),
+    ] {
         let t0 = Instant::now();
         produce(&brokers, &settings, batch)?;
         expected += batch.len() as u64;
         wait_consumed(&handles, expected, Duration::from_secs(120))?;
-        println!("  processed {:>6} {label:<11} in {:>5} ms", batch.len(), t0.elapsed().as_millis());
+        println!(
+            "  processed {:>6} {label:<11} in {:>5} ms",
+            batch.len(),
+            t0.elapsed().as_millis()
+        );
     }
     // `wait_consumed` counts records once their batch has committed: the outputs are in.
     let out = read_topics(&brokers, &[&t.actions, &t.invalid_actions, &t.dlq])?;
     print_summary(&settings, &out, &handles);
-    println!("\ndemo finished in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "\ndemo finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     if keep_running {
         println!("\nstill running (Ctrl-C to stop):");
-        println!("  bootstrap servers: {brokers}   e.g. kcat -b {brokers} -C -t {} -o beginning", t.actions);
+        println!(
+            "  bootstrap servers: {brokers}   e.g. kcat -b {brokers} -C -t {} -o beginning",
+            t.actions
+        );
         println!("  metrics:           http://{}/metrics", settings.http_addr);
-        println!("  journey lookup:    curl -H 'Authorization: Bearer demo' http://{}/journeys/d-1", settings.http_addr);
+        println!(
+            "  journey lookup:    curl -H 'Authorization: Bearer demo' http://{}/journeys/d-1",
+            settings.http_addr
+        );
         rt.block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         });
     }
     handles.shutdown.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
-    worker.join().map_err(|_| anyhow!("processor thread panicked"))??;
+    worker
+        .join()
+        .map_err(|_| anyhow!("processor thread panicked"))??;
     drop(cluster);
     Ok(())
 }
@@ -232,39 +269,63 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
     let mut samples: Vec<serde_json::Value> = Vec::new();
     let mut tests = 0;
     for r in out {
-        let v: Option<serde_json::Value> = r.value.as_deref().and_then(|v| serde_json::from_slice(v).ok());
+        let v: Option<serde_json::Value> = r
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok());
         if r.topic == s.topics.dlq {
             dlq.push(r.headers.get(HEADER_ERROR).cloned().unwrap_or_default());
             continue;
         }
         let Some(v) = v else { continue };
         if r.topic == s.topics.invalid_actions {
-            *invalid.entry(v["reason"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            *invalid
+                .entry(v["reason"].as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
             continue;
         }
-        let dec = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<rust_decimal::Decimal>().ok()).unwrap_or_default();
-        *changes.entry(v["change"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        let dec = |x: &serde_json::Value| {
+            x.as_str()
+                .and_then(|s| s.parse::<rust_decimal::Decimal>().ok())
+                .unwrap_or_default()
+        };
+        *changes
+            .entry(v["change"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
         if v["test"].as_bool() == Some(true) {
             tests += 1;
             continue;
         }
-        *payout.entry(v["currency"].as_str().unwrap_or("-").to_string()).or_default() += dec(&v["delta_payout"]);
+        *payout
+            .entry(v["currency"].as_str().unwrap_or("-").to_string())
+            .or_default() += dec(&v["delta_payout"]);
         for c in v["credits"].as_array().into_iter().flatten() {
             if v["change"] == "created" {
                 let e = by_partner
-                    .entry((c["partner_id"].as_str().unwrap_or("?").into(), c["referral_type"].as_str().unwrap_or("?").into()))
+                    .entry((
+                        c["partner_id"].as_str().unwrap_or("?").into(),
+                        c["referral_type"].as_str().unwrap_or("?").into(),
+                    ))
                     .or_default();
                 e.0 += 1;
             }
         }
-        if v["change"] == "created" && v["journey"]["total"].as_u64().unwrap_or(0) >= 3 && v["credits"].as_array().is_some_and(|c| c.len() >= 2) && samples.len() < 2 {
+        if v["change"] == "created"
+            && v["journey"]["total"].as_u64().unwrap_or(0) >= 3
+            && v["credits"].as_array().is_some_and(|c| c.len() >= 2)
+            && samples.len() < 2
+        {
             samples.push(v.clone());
         }
     }
     // Net credit payouts: the latest emission of each action.
     let mut latest: HashMap<String, serde_json::Value> = HashMap::new();
     for r in out.iter().filter(|r| r.topic == s.topics.actions) {
-        if let Some(v) = r.value.as_deref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) {
+        if let Some(v) = r
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        {
             if v["test"].as_bool() != Some(true) {
                 latest.insert(v["action_id"].as_str().unwrap_or("").to_string(), v);
             }
@@ -272,17 +333,39 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
     }
     for v in latest.values() {
         for c in v["credits"].as_array().into_iter().flatten() {
-            let p = c["payout"].as_str().and_then(|s| s.parse::<rust_decimal::Decimal>().ok()).unwrap_or_default();
-            by_partner.entry((c["partner_id"].as_str().unwrap_or("?").into(), c["referral_type"].as_str().unwrap_or("?").into())).or_default().1 += p;
+            let p = c["payout"]
+                .as_str()
+                .and_then(|s| s.parse::<rust_decimal::Decimal>().ok())
+                .unwrap_or_default();
+            by_partner
+                .entry((
+                    c["partner_id"].as_str().unwrap_or("?").into(),
+                    c["referral_type"].as_str().unwrap_or("?").into(),
+                ))
+                .or_default()
+                .1 += p;
         }
     }
 
     println!("\nActions by partner and referral type (created, test excluded; net payout):");
-    println!("  {:<16} {:<20} {:>8} {:>14}", "partner", "referral type", "actions", "payout");
+    println!(
+        "  {:<16} {:<20} {:>8} {:>14}",
+        "partner", "referral type", "actions", "payout"
+    );
     for ((p, rt), (n, pay)) in &by_partner {
-        println!("  {p:<16} {rt:<20} {n:>8} {:>14}", crate::money::round6(*pay));
+        println!(
+            "  {p:<16} {rt:<20} {n:>8} {:>14}",
+            crate::money::round6(*pay)
+        );
     }
-    println!("\nEmissions by change: {}", changes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "\nEmissions by change: {}",
+        changes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("Test actions (kept out of payouts): {tests}");
     for (c, p) in &payout {
         println!("Net payout total: {} {c}", crate::money::round6(*p));
@@ -297,12 +380,31 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
     }
     println!("\nSample journeys:");
     for v in &samples {
-        println!("  journey {} (order {} in {}, {} {}):", v["device_id"].as_str().unwrap_or("?"), v["order_id"].as_str().unwrap_or("?"), v["program_id"].as_str().unwrap_or("?"), v["amount"].as_str().unwrap_or("?"), v["currency"].as_str().unwrap_or(""));
+        println!(
+            "  journey {} (order {} in {}, {} {}):",
+            v["device_id"].as_str().unwrap_or("?"),
+            v["order_id"].as_str().unwrap_or("?"),
+            v["program_id"].as_str().unwrap_or("?"),
+            v["amount"].as_str().unwrap_or("?"),
+            v["currency"].as_str().unwrap_or("")
+        );
         for t in v["journey"]["touchpoints"].as_array().into_iter().flatten() {
-            println!("    {}  {:<8} {:<16} {}", t["occurred_at"].as_str().unwrap_or(""), t["program_id"].as_str().unwrap_or(""), t["partner_id"].as_str().unwrap_or(""), t["click_id"].as_str().unwrap_or(""));
+            println!(
+                "    {}  {:<8} {:<16} {}",
+                t["occurred_at"].as_str().unwrap_or(""),
+                t["program_id"].as_str().unwrap_or(""),
+                t["partner_id"].as_str().unwrap_or(""),
+                t["click_id"].as_str().unwrap_or("")
+            );
         }
         for c in v["credits"].as_array().into_iter().flatten() {
-            println!("    -> credited {:<16} weight {} payout {} ({})", c["partner_id"].as_str().unwrap_or(""), c["weight"].as_str().unwrap_or(""), c["payout"].as_str().unwrap_or(""), c["referral_type"].as_str().unwrap_or(""));
+            println!(
+                "    -> credited {:<16} weight {} payout {} ({})",
+                c["partner_id"].as_str().unwrap_or(""),
+                c["weight"].as_str().unwrap_or(""),
+                c["payout"].as_str().unwrap_or(""),
+                c["referral_type"].as_str().unwrap_or("")
+            );
         }
     }
     let m = &h.metrics;

@@ -7,12 +7,16 @@
 use crate::journey::{CreditedOrder, Journey, StoredClick, StoredCredit, StoredOrder};
 use crate::money::round6;
 use crate::output::{
-    action_id, Action, Change, Credit, InvalidAction, JourneyView, Output, Reason, ReferralType, State, Touchpoint,
+    Action, Change, Credit, InvalidAction, JourneyView, Output, Reason, ReferralType, State,
+    Touchpoint, action_id,
 };
 use crate::payout;
-use crate::records::{Click, Conversion, CreditGroup, CreditPolicy, Event, Modification, ProgramKind, PromoPolicy, Reversal, Scope};
+use crate::records::{
+    Click, Conversion, CreditGroup, CreditPolicy, Event, Modification, ProgramKind, PromoPolicy,
+    Reversal, Scope,
+};
 use crate::tables::{Program, PromoAssignment, Tables};
-use crate::time::{days_to_ms, Millis};
+use crate::time::{Millis, days_to_ms};
 use rust_decimal::Decimal;
 
 pub const DEFAULT_WINDOW_DAYS: i64 = 30;
@@ -31,7 +35,10 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { max_clicks_per_journey: 1000, retention_margin_ms: days_to_ms(7) }
+        EngineSettings {
+            max_clicks_per_journey: 1000,
+            retention_margin_ms: days_to_ms(30),
+        }
     }
 }
 
@@ -62,8 +69,7 @@ pub fn apply(
     out: &mut Vec<Output>,
 ) -> Effects {
     let mut fx = Effects::default();
-    let keep = days_to_ms(tables.max_window_days()).saturating_add(settings.retention_margin_ms);
-    fx.clicks_expired = journey.expire(clock.stream_time, keep);
+    fx.clicks_expired = journey.expire(clock.stream_time, click_keep_ms(tables, settings));
     match event {
         Event::Click(c) => add_click(journey, c, settings, &mut fx),
         Event::Conversion(c) => attribute(journey, tables, settings, c, clock, out),
@@ -71,6 +77,15 @@ pub fn apply(
         Event::Reversal(r) => change_order(journey, r.into(), None, clock, out),
     }
     fx
+}
+
+/// How long clicks are kept behind stream time: the longest window plus the margin; `None`
+/// (keep all) while no program is configured.
+pub fn click_keep_ms(tables: &Tables, settings: &EngineSettings) -> Option<Millis> {
+    if tables.programs.is_empty() {
+        return None;
+    }
+    Some(days_to_ms(tables.max_window_days()).saturating_add(settings.retention_margin_ms))
 }
 
 fn add_click(j: &mut Journey, c: &Click, settings: &EngineSettings, fx: &mut Effects) {
@@ -112,7 +127,10 @@ enum Code<'a> {
     None,
     NotAssigned,
     PartnerNotActive,
-    Valid { assignment: &'a PromoAssignment, group: CreditGroup },
+    Valid {
+        assignment: &'a PromoAssignment,
+        group: CreditGroup,
+    },
 }
 
 /// A decided credit before payout.
@@ -131,7 +149,9 @@ fn program_condition(tables: &Tables, p: &Program, click_program: &str) -> bool 
     if p.kind == ProgramKind::Creator {
         return false;
     }
-    let Some(other) = tables.programs.get(click_program) else { return false };
+    let Some(other) = tables.programs.get(click_program) else {
+        return false;
+    };
     if other.kind == ProgramKind::Creator || other.account_id != p.account_id {
         return false;
     }
@@ -139,14 +159,22 @@ fn program_condition(tables: &Tables, p: &Program, click_program: &str) -> bool 
         Some(x) if x.enabled => match x.scope {
             Scope::All => true,
             Scope::Specific => {
-                x.programs.iter().any(|q| q == &p.program_id) && x.programs.iter().any(|q| q == click_program)
+                x.programs.iter().any(|q| q == &p.program_id)
+                    && x.programs.iter().any(|q| q == click_program)
             }
         },
         _ => false,
     }
 }
 
-fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Conversion, clock: Clock, out: &mut Vec<Output>) {
+fn attribute(
+    j: &mut Journey,
+    tables: &Tables,
+    settings: &EngineSettings,
+    x: &Conversion,
+    clock: Clock,
+    out: &mut Vec<Output>,
+) {
     let t = x.occurred_at;
     let invalid = |reason: Reason, detail: String| {
         Output::Invalid(Box::new(InvalidAction {
@@ -165,19 +193,35 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
     };
     // Rule 7: an unknown program leaves no trace.
     let Some(p) = tables.programs.get(&x.program_id) else {
-        out.push(invalid(Reason::UnknownProgram, format!("no program config for `{}`", x.program_id)));
+        out.push(invalid(
+            Reason::UnknownProgram,
+            format!("no program config for `{}`", x.program_id),
+        ));
         return;
     };
     // Rule 8: duplicates leave the earlier outcome untouched.
     if j.order(&x.program_id, &x.event_type, &x.order_id).is_some() {
-        out.push(invalid(Reason::DuplicateOrder, "an earlier conversion has the same order".into()));
+        out.push(invalid(
+            Reason::DuplicateOrder,
+            "an earlier conversion has the same order".into(),
+        ));
         return;
     }
-    let applies = |partner: &str| tables.contract(&p.program_id, partner).filter(|c| c.applies(t, &x.event_type));
+    let applies = |partner: &str| {
+        tables
+            .contract(&p.program_id, partner)
+            .filter(|c| c.applies(t, &x.event_type))
+    };
 
     // Rule 1: eligible clicks, and the journey's touchpoints.
     let min_gap = p.min_click_to_conversion_secs.saturating_mul(1000);
-    let (mut any_program, mut any_time, mut any_active) = (false, false, false);
+    // Clicks that expired (retention) were outside every window: they still count as clicks of
+    // their program for the reason.
+    let mut any_program = j
+        .expired
+        .iter()
+        .any(|e| program_condition(tables, p, &e.program_id));
+    let (mut any_time, mut any_active) = (false, false);
     let mut touch: Vec<&StoredClick> = Vec::new();
     let mut eligible: Vec<&StoredClick> = Vec::new();
     for c in &j.clicks {
@@ -186,14 +230,18 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
         }
         any_program = true;
         let contract = tables.contract(&p.program_id, &c.partner_id);
-        let window_days = contract.and_then(|k| k.referral_window_days).unwrap_or(p.referral_window_days);
+        let window_days = contract
+            .and_then(|k| k.referral_window_days)
+            .unwrap_or(p.referral_window_days);
         let age = t.saturating_sub(c.occurred_at);
         if c.occurred_at > t || age > days_to_ms(window_days) || age < min_gap {
             continue;
         }
         any_time = true;
         touch.push(c);
-        let Some(contract) = contract.filter(|k| k.active_at(t)) else { continue };
+        let Some(contract) = contract.filter(|k| k.active_at(t)) else {
+            continue;
+        };
         any_active = true;
         if contract.covers(&x.event_type) {
             eligible.push(c);
@@ -205,11 +253,16 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
     let first = p.credit_policy == CreditPolicy::FirstClick;
     let mut parts: Vec<Participation> = Vec::new();
     for c in &eligible {
-        match parts.iter_mut().find(|q| q.click.partner_id == c.partner_id) {
+        match parts
+            .iter_mut()
+            .find(|q| q.click.partner_id == c.partner_id)
+        {
             Some(q) if !first => q.click = c,
             Some(_) => {}
             None => {
-                let group = applies(&c.partner_id).map(|k| k.credit_group).unwrap_or_default();
+                let group = applies(&c.partner_id)
+                    .map(|k| k.credit_group)
+                    .unwrap_or_default();
                 parts.push(Participation { click: c, group });
             }
         }
@@ -221,19 +274,29 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
     // Rule 4: the promo code.
     let code = match &x.promo_code {
         None => Code::None,
-        Some(code) => match tables.promo(&p.program_id, &code.to_ascii_uppercase()).filter(|a| a.valid_at(t)) {
+        Some(code) => match tables
+            .promo(&p.program_id, &code.to_ascii_uppercase())
+            .filter(|a| a.valid_at(t))
+        {
             None => Code::NotAssigned,
             Some(a) => match applies(&a.partner_id) {
                 None => Code::PartnerNotActive,
-                Some(k) => Code::Valid { assignment: a, group: k.credit_group },
+                Some(k) => Code::Valid {
+                    assignment: a,
+                    group: k.credit_group,
+                },
             },
         },
     };
     let promo_credit = match &code {
-        Code::Valid { assignment: a, group } => match a.credit_policy {
+        Code::Valid {
+            assignment: a,
+            group,
+        } => match a.credit_policy {
             PromoPolicy::Always => top.is_none_or(|g| g <= *group),
             PromoPolicy::IfInvolved => {
-                parts.iter().any(|q| q.click.partner_id == a.partner_id) && top.is_none_or(|g| g <= *group)
+                parts.iter().any(|q| q.click.partner_id == a.partner_id)
+                    && top.is_none_or(|g| g <= *group)
             }
             PromoPolicy::IfWinner => false,
         },
@@ -241,7 +304,9 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
     };
 
     let decided: Vec<Decided> = if promo_credit {
-        let Code::Valid { assignment: a, .. } = &code else { unreachable!() };
+        let Code::Valid { assignment: a, .. } = &code else {
+            unreachable!()
+        };
         vec![Decided {
             partner_id: &a.partner_id,
             exact_weight: Decimal::ONE,
@@ -250,11 +315,16 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
             promo_code: x.promo_code.as_deref(),
         }]
     } else {
-        let competing: Vec<&StoredClick> =
-            parts.iter().filter(|q| Some(q.group) == top).map(|q| q.click).collect();
+        let competing: Vec<&StoredClick> = parts
+            .iter()
+            .filter(|q| Some(q.group) == top)
+            .map(|q| q.click)
+            .collect();
         let weights = payout::policy_weights(p, t, &competing);
         let winner_code = match &code {
-            Code::Valid { assignment: a, .. } if a.credit_policy == PromoPolicy::IfWinner => Some(a),
+            Code::Valid { assignment: a, .. } if a.credit_policy == PromoPolicy::IfWinner => {
+                Some(a)
+            }
             _ => None,
         };
         competing
@@ -329,7 +399,9 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
             referring_at: d.click.map_or(t, |c| c.occurred_at),
             shared_id: d.click.and_then(|c| c.shared_id.clone()),
             sub_ids: d.click.map(|c| c.sub_ids.clone()).unwrap_or_default(),
-            terms: tables.contract(&p.program_id, d.partner_id).and_then(|k| k.payout.clone()),
+            terms: tables
+                .contract(&p.program_id, d.partner_id)
+                .and_then(|k| k.payout.clone()),
         })
         .collect();
     let mut credited = CreditedOrder {
@@ -356,27 +428,52 @@ fn attribute(j: &mut Journey, tables: &Tables, settings: &EngineSettings, x: &Co
 /// Rounds weights half-even to 6 decimals; the latest takes 1 − Σ others.
 fn publish_weights(decided: &[Decided]) -> Vec<Decimal> {
     let n = decided.len();
-    let mut out: Vec<Decimal> = decided.iter().take(n.saturating_sub(1)).map(|d| round6(d.exact_weight)).collect();
+    let mut out: Vec<Decimal> = decided
+        .iter()
+        .take(n.saturating_sub(1))
+        .map(|d| round6(d.exact_weight))
+        .collect();
     let rest: Decimal = out.iter().sum();
     out.push(round6(Decimal::ONE - rest));
     out
 }
 
 /// Computes amounts and payouts of a credited order and the action that publishes them.
-fn emit(order: &StoredOrder, c: &mut CreditedOrder, change: Change, processed_at: Millis) -> Action {
+fn emit(
+    order: &StoredOrder,
+    c: &mut CreditedOrder,
+    change: Change,
+    processed_at: Millis,
+) -> Action {
     let reversed = change == Change::Reversed;
     let (amount, credit_payouts, payout) = if reversed {
-        (round6(Decimal::ZERO), vec![round6(Decimal::ZERO); c.credits.len()], round6(Decimal::ZERO))
+        (
+            round6(Decimal::ZERO),
+            vec![round6(Decimal::ZERO); c.credits.len()],
+            round6(Decimal::ZERO),
+        )
     } else {
         let bases = payout::item_bases(&c.items, c.order_discount);
         let exact: Vec<Decimal> = c
             .credits
             .iter()
-            .map(|k| k.exact_weight * payout::contract_total(k.terms.as_ref(), &c.items, &bases.bases, c.customer_status))
+            .map(|k| {
+                k.exact_weight
+                    * payout::contract_total(
+                        k.terms.as_ref(),
+                        &c.items,
+                        &bases.bases,
+                        c.customer_status,
+                    )
+            })
             .collect();
         let payout = round6(exact.iter().sum());
         let n = exact.len();
-        let mut rounded: Vec<Decimal> = exact.iter().take(n.saturating_sub(1)).map(|e| round6(*e)).collect();
+        let mut rounded: Vec<Decimal> = exact
+            .iter()
+            .take(n.saturating_sub(1))
+            .map(|e| round6(*e))
+            .collect();
         let rest: Decimal = rounded.iter().sum();
         rounded.push(round6(payout - rest));
         (round6(bases.amount), rounded, payout)
@@ -392,7 +489,11 @@ fn emit(order: &StoredOrder, c: &mut CreditedOrder, change: Change, processed_at
         kind: "action",
         action_id: action_id(&order.program_id, &order.event_type, &order.order_id),
         change,
-        state: if reversed { State::Reversed } else { State::Pending },
+        state: if reversed {
+            State::Reversed
+        } else {
+            State::Pending
+        },
         program_id: order.program_id.clone(),
         event_type: order.event_type.clone(),
         order_id: order.order_id.clone(),
@@ -422,7 +523,10 @@ fn emit(order: &StoredOrder, c: &mut CreditedOrder, change: Change, processed_at
                 sub_ids: k.sub_ids.clone(),
             })
             .collect(),
-        journey: JourneyView { touchpoints: c.touchpoints.clone(), total: c.touchpoints_total },
+        journey: JourneyView {
+            touchpoints: c.touchpoints.clone(),
+            total: c.touchpoints_total,
+        },
         promo_code: order.promo_code.clone(),
         click_id: c.click_id.clone(),
         locking_at: c.locking_at,
@@ -432,6 +536,8 @@ fn emit(order: &StoredOrder, c: &mut CreditedOrder, change: Change, processed_at
 
 /// The order a modification or reversal points at.
 struct OrderRef<'a> {
+    device_id: Option<&'a str>,
+    customer_id: Option<&'a str>,
     program_id: &'a str,
     event_type: &'a str,
     order_id: &'a str,
@@ -440,18 +546,38 @@ struct OrderRef<'a> {
 
 impl<'a> From<&'a Modification> for OrderRef<'a> {
     fn from(m: &'a Modification) -> Self {
-        OrderRef { program_id: &m.program_id, event_type: &m.event_type, order_id: &m.order_id, occurred_at: m.occurred_at }
+        OrderRef {
+            device_id: m.device_id.as_deref(),
+            customer_id: m.customer_id.as_deref(),
+            program_id: &m.program_id,
+            event_type: &m.event_type,
+            order_id: &m.order_id,
+            occurred_at: m.occurred_at,
+        }
     }
 }
 
 impl<'a> From<&'a Reversal> for OrderRef<'a> {
     fn from(r: &'a Reversal) -> Self {
-        OrderRef { program_id: &r.program_id, event_type: &r.event_type, order_id: &r.order_id, occurred_at: r.occurred_at }
+        OrderRef {
+            device_id: r.device_id.as_deref(),
+            customer_id: r.customer_id.as_deref(),
+            program_id: &r.program_id,
+            event_type: &r.event_type,
+            order_id: &r.order_id,
+            occurred_at: r.occurred_at,
+        }
     }
 }
 
 /// Rule 9: modifications (`m` is Some) and reversals of a credited order.
-fn change_order(j: &mut Journey, r: OrderRef, m: Option<&Modification>, clock: Clock, out: &mut Vec<Output>) {
+fn change_order(
+    j: &mut Journey,
+    r: OrderRef,
+    m: Option<&Modification>,
+    clock: Clock,
+    out: &mut Vec<Output>,
+) {
     let order = j.order_mut(r.program_id, r.event_type, r.order_id);
     let invalid = |order: Option<&StoredOrder>, reason: Reason, detail: &str| {
         Output::Invalid(Box::new(InvalidAction {
@@ -460,8 +586,9 @@ fn change_order(j: &mut Journey, r: OrderRef, m: Option<&Modification>, clock: C
             event_type: r.event_type.to_string(),
             order_id: r.order_id.to_string(),
             occurred_at: r.occurred_at,
-            device_id: order.and_then(|o| o.device_id.clone()),
-            customer_id: order.and_then(|o| o.customer_id.clone()),
+            // The stored order's fields where there is one, else the change's own.
+            device_id: order.map_or(r.device_id.map(str::to_string), |o| o.device_id.clone()),
+            customer_id: order.map_or(r.customer_id.map(str::to_string), |o| o.customer_id.clone()),
             promo_code: order.and_then(|o| o.promo_code.clone()),
             reason,
             detail: Some(detail.to_string()),
@@ -469,17 +596,28 @@ fn change_order(j: &mut Journey, r: OrderRef, m: Option<&Modification>, clock: C
         }))
     };
     let Some(order) = order else {
-        out.push(invalid(None, Reason::UnknownOrder, "no credited order with this id in the journey"));
+        out.push(invalid(
+            None,
+            Reason::UnknownOrder,
+            "no credited order with this id in the journey",
+        ));
         return;
     };
     let Some(mut credited) = order.credited.take() else {
-        out.push(invalid(Some(order), Reason::UnknownOrder, "the order earned nobody credit"));
+        out.push(invalid(
+            Some(order),
+            Reason::UnknownOrder,
+            "the order earned nobody credit",
+        ));
         return;
     };
     let verdict = if credited.reversed {
         Some((Reason::AlreadyReversed, "the action is already reversed"))
     } else if r.occurred_at >= credited.locking_at {
-        Some((Reason::ActionLocked, "the change occurred at or after the action's locking time"))
+        Some((
+            Reason::ActionLocked,
+            "the change occurred at or after the action's locking time",
+        ))
     } else {
         None
     };
@@ -491,7 +629,11 @@ fn change_order(j: &mut Journey, r: OrderRef, m: Option<&Modification>, clock: C
     let change = match m {
         Some(m) => {
             for (sku, q) in &m.items {
-                if let Some(item) = credited.items.iter_mut().find(|i| i.sku.as_deref() == Some(sku.as_str())) {
+                if let Some(item) = credited
+                    .items
+                    .iter_mut()
+                    .find(|i| i.sku.as_deref() == Some(sku.as_str()))
+                {
                     item.quantity = *q;
                 }
             }

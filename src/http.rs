@@ -1,16 +1,17 @@
 //! The HTTP server: `/metrics`, `/health/live`, `/health/ready` and `GET /journeys/{key}`.
 
 use crate::metrics::Metrics;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Looks up one journey key: the stored journeys (as JSON) of every partition holding it.
-pub type JourneyLookup = Arc<dyn Fn(&[u8]) -> anyhow::Result<Option<serde_json::Value>> + Send + Sync>;
+pub type JourneyLookup =
+    Arc<dyn Fn(&[u8]) -> anyhow::Result<Option<serde_json::Value>> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -30,14 +31,22 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn ready(State(s): State<HttpState>) -> Response {
     if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: loading tables or restoring state").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: loading tables or restoring state",
+        )
+            .into_response()
     }
 }
 
@@ -50,7 +59,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-async fn journey(State(s): State<HttpState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+async fn journey(
+    State(s): State<HttpState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let Some((token, lookup)) = s.journeys.clone() else {
         return (StatusCode::NOT_FOUND, "the journeys API is disabled").into_response();
     };
@@ -60,20 +73,37 @@ async fn journey(State(s): State<HttpState>, Path(key): Path<String>, headers: H
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer")], "missing or wrong bearer token").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            "missing or wrong bearer token",
+        )
+            .into_response();
     }
     match tokio::task::spawn_blocking(move || lookup(key.as_bytes())).await {
         Ok(Ok(Some(v))) => axum::Json(v).into_response(),
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no journey with this key on this instance").into_response(),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            "no journey with this key on this instance",
+        )
+            .into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(addr: std::net::SocketAddr, state: HttpState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    state: HttpState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 

@@ -90,33 +90,77 @@ impl StoredOrder {
     }
 }
 
+/// Remembers that clicks of a program expired, so that a later conversion is told
+/// `outside_referral_window` rather than `no_valid_referrer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredClicks {
+    pub program_id: String,
+    /// The latest `occurred_at` among the expired clicks of the program.
+    pub latest: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Journey {
     /// Sorted by (occurred_at, seq), oldest first.
     pub clicks: Vec<StoredClick>,
     pub orders: Vec<StoredOrder>,
     pub next_seq: u64,
+    pub expired: Vec<ExpiredClicks>,
 }
 
 impl Journey {
     pub fn is_empty(&self) -> bool {
-        self.clicks.is_empty() && self.orders.is_empty()
+        self.clicks.is_empty() && self.orders.is_empty() && self.expired.is_empty()
     }
 
-    pub fn order(&self, program_id: &str, event_type: &str, order_id: &str) -> Option<&StoredOrder> {
-        self.orders.iter().find(|o| o.is(program_id, event_type, order_id))
+    pub fn order(
+        &self,
+        program_id: &str,
+        event_type: &str,
+        order_id: &str,
+    ) -> Option<&StoredOrder> {
+        self.orders
+            .iter()
+            .find(|o| o.is(program_id, event_type, order_id))
     }
 
-    pub fn order_mut(&mut self, program_id: &str, event_type: &str, order_id: &str) -> Option<&mut StoredOrder> {
-        self.orders.iter_mut().find(|o| o.is(program_id, event_type, order_id))
+    pub fn order_mut(
+        &mut self,
+        program_id: &str,
+        event_type: &str,
+        order_id: &str,
+    ) -> Option<&mut StoredOrder> {
+        self.orders
+            .iter_mut()
+            .find(|o| o.is(program_id, event_type, order_id))
     }
 
     /// Drops what retention no longer needs (DESIGN §3 rule 11); returns the number of clicks
     /// dropped.
-    pub fn expire(&mut self, stream_time: Millis, click_keep_ms: Millis) -> usize {
+    /// `click_keep_ms` None keeps every click (no program is configured yet, so no window is
+    /// known).
+    pub fn expire(&mut self, stream_time: Millis, click_keep_ms: Option<Millis>) -> usize {
         let before = self.clicks.len();
-        let cutoff = stream_time.saturating_sub(click_keep_ms);
-        self.clicks.retain(|c| c.occurred_at >= cutoff);
+        if let Some(keep) = click_keep_ms {
+            let cutoff = stream_time.saturating_sub(keep);
+            let n = self.clicks.partition_point(|c| c.occurred_at < cutoff);
+            for c in self.clicks.drain(..n) {
+                match self
+                    .expired
+                    .iter_mut()
+                    .find(|e| e.program_id == c.program_id)
+                {
+                    Some(e) => e.latest = e.latest.max(c.occurred_at),
+                    None => self.expired.push(ExpiredClicks {
+                        program_id: c.program_id,
+                        latest: c.occurred_at,
+                    }),
+                }
+            }
+            // Marks are kept for a year after their latest click.
+            let forget = stream_time.saturating_sub(crate::time::days_to_ms(365));
+            self.expired.retain(|e| e.latest >= forget);
+        }
         self.orders.retain(|o| o.expires_at > stream_time);
         before - self.clicks.len()
     }

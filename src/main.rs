@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "attrib", version, about = "Event-stream attribution processor for partnership marketing")]
+#[command(
+    name = "attrib",
+    version,
+    about = "Event-stream attribution processor for partnership marketing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,8 +49,11 @@ enum Command {
 }
 
 fn init_logs(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Plain => builder.init(),
@@ -61,19 +68,29 @@ fn main() -> Result<()> {
             init_logs(settings.log_format, &settings.log_level);
             attrib::pipeline::run_until_signal(settings)
         }
-        Command::Demo { keep_running, clicks } => {
-            init_logs(LogFormat::Plain, &std::env::var("ATTRIB_LOG_LEVEL").unwrap_or_else(|_| "warn".into()));
+        Command::Demo {
+            keep_running,
+            clicks,
+        } => {
+            init_logs(
+                LogFormat::Plain,
+                &std::env::var("ATTRIB_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            );
             attrib::demo::run(keep_running, clicks)
         }
         Command::Replay { input, output } => {
             let reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
                 Box::new(std::io::BufReader::new(std::io::stdin()))
             } else {
-                let f = std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
+                let f = std::fs::File::open(&input)
+                    .with_context(|| format!("cannot open {}", input.display()))?;
                 Box::new(std::io::BufReader::with_capacity(1 << 20, f))
             };
             let writer: Box<dyn std::io::Write> = match &output {
-                Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+                Some(p) => Box::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                ),
                 None => Box::new(std::io::stdout().lock()),
             };
             let s = attrib::replay::replay(reader, writer)?;

@@ -4,8 +4,8 @@
 use crate::output::Change;
 use crate::processor::{OutRecord, Stats};
 use prometheus::{
-    exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, CounterVec,
+    CounterVec, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, exponential_buckets,
 };
 use std::collections::HashMap;
 
@@ -39,7 +39,8 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -60,36 +61,76 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let payout = CounterVec::new(
-            Opts::new("attrib_payout_amount_total", "Payout of created actions, by currency, test actions excluded."),
+            Opts::new(
+                "attrib_payout_amount_total",
+                "Payout of created actions, by currency, test actions excluded.",
+            ),
             &["currency"],
         )
         .expect("valid metric");
         r.register(Box::new(payout.clone())).expect("unique metric");
-        let restore_seconds = Gauge::new("attrib_restore_duration_seconds", "Duration of the latest state restore.").expect("valid metric");
-        r.register(Box::new(restore_seconds.clone())).expect("unique metric");
-        let block_cache_hit = Gauge::new("attrib_rocksdb_block_cache_hit_ratio", "RocksDB block-cache hit ratio since start.").expect("valid metric");
-        r.register(Box::new(block_cache_hit.clone())).expect("unique metric");
-        let rebalances = IntCounter::new("attrib_rebalances_total", "Consumer-group rebalances seen.").expect("valid metric");
-        r.register(Box::new(rebalances.clone())).expect("unique metric");
-        let restore_records = IntCounter::new("attrib_restore_records_total", "Changelog records read to restore state.").expect("valid metric");
-        r.register(Box::new(restore_records.clone())).expect("unique metric");
+        let restore_seconds = Gauge::new(
+            "attrib_restore_duration_seconds",
+            "Duration of the latest state restore.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(restore_seconds.clone()))
+            .expect("unique metric");
+        let block_cache_hit = Gauge::new(
+            "attrib_rocksdb_block_cache_hit_ratio",
+            "RocksDB block-cache hit ratio since start.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(block_cache_hit.clone()))
+            .expect("unique metric");
+        let rebalances =
+            IntCounter::new("attrib_rebalances_total", "Consumer-group rebalances seen.")
+                .expect("valid metric");
+        r.register(Box::new(rebalances.clone()))
+            .expect("unique metric");
+        let restore_records = IntCounter::new(
+            "attrib_restore_records_total",
+            "Changelog records read to restore state.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(restore_records.clone()))
+            .expect("unique metric");
         let consumer_lag = IntGaugeVec::new(
-            Opts::new("attrib_consumer_lag_records", "Consumer lag per input partition, from librdkafka statistics."),
+            Opts::new(
+                "attrib_consumer_lag_records",
+                "Consumer lag per input partition, from librdkafka statistics.",
+            ),
             &["topic", "partition"],
         )
         .expect("valid metric");
-        r.register(Box::new(consumer_lag.clone())).expect("unique metric");
+        r.register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
         let secs = exponential_buckets(0.001, 2.0, 16).expect("valid buckets");
         Metrics {
-            consumed: counter_vec(&r, "attrib_consumed_records_total", "Input records consumed, by topic.", &["topic"]),
-            dlq: counter_vec(&r, "attrib_dlq_records_total", "Records sent to the DLQ, by reason.", &["reason"]),
+            consumed: counter_vec(
+                &r,
+                "attrib_consumed_records_total",
+                "Input records consumed, by topic.",
+                &["topic"],
+            ),
+            dlq: counter_vec(
+                &r,
+                "attrib_dlq_records_total",
+                "Records sent to the DLQ, by reason.",
+                &["reason"],
+            ),
             actions: counter_vec(
                 &r,
                 "attrib_actions_total",
                 "Actions written, by program, referral type of the latest credit, and change.",
                 &["program", "referral_type", "change"],
             ),
-            invalid: counter_vec(&r, "attrib_invalid_actions_total", "Invalid actions written, by reason.", &["reason"]),
+            invalid: counter_vec(
+                &r,
+                "attrib_invalid_actions_total",
+                "Invalid actions written, by reason.",
+                &["reason"],
+            ),
             clicks_dropped: counter_vec(
                 &r,
                 "attrib_clicks_dropped_total",
@@ -103,30 +144,70 @@ impl Metrics {
                 "Commit time minus the record's occurred_at.",
                 exponential_buckets(0.01, 4.0, 14).expect("valid buckets"),
             ),
-            batch_duration: histogram(&r, "attrib_batch_duration_seconds", "Time to process one batch.", secs.clone()),
-            transactions: counter_vec(&r, "attrib_transactions_total", "Commits of output, state and offsets, by result.", &["result"]),
-            commit_duration: histogram(&r, "attrib_transaction_commit_duration_seconds", "Time to commit one batch.", secs),
+            batch_duration: histogram(
+                &r,
+                "attrib_batch_duration_seconds",
+                "Time to process one batch.",
+                secs.clone(),
+            ),
+            transactions: counter_vec(
+                &r,
+                "attrib_transactions_total",
+                "Commits of output, state and offsets, by result.",
+                &["result"],
+            ),
+            commit_duration: histogram(
+                &r,
+                "attrib_transaction_commit_duration_seconds",
+                "Time to commit one batch.",
+                secs,
+            ),
             rebalances,
-            assigned: gauge(&r, "attrib_assigned_partitions", "Input partitions assigned to this instance."),
+            assigned: gauge(
+                &r,
+                "attrib_assigned_partitions",
+                "Input partitions assigned to this instance.",
+            ),
             restore_records,
             restore_seconds,
-            journeys: gauge(&r, "attrib_journeys_stored", "Journeys in the local store (estimate)."),
-            rocksdb_live: gauge(&r, "attrib_rocksdb_live_size_bytes", "RocksDB live data size (estimate)."),
+            journeys: gauge(
+                &r,
+                "attrib_journeys_stored",
+                "Journeys in the local store (estimate).",
+            ),
+            rocksdb_live: gauge(
+                &r,
+                "attrib_rocksdb_live_size_bytes",
+                "RocksDB live data size (estimate).",
+            ),
             block_cache_hit,
             consumer_lag,
-            ready: gauge(&r, "attrib_ready", "1 once tables are loaded and assigned partitions restored."),
+            ready: gauge(
+                &r,
+                "attrib_ready",
+                "1 once tables are loaded and assigned partitions restored.",
+            ),
             registry: r,
         }
     }
 
     /// Adds a batch's processor counters.
     pub fn record_stats(&self, s: &Stats) {
-        for (i, name) in ["clicks", "conversions", "promo_codes", "config"].iter().enumerate() {
+        for (i, name) in ["clicks", "conversions", "promo_codes", "config"]
+            .iter()
+            .enumerate()
+        {
             if s.consumed[i] > 0 {
-                self.consumed.with_label_values(&[name]).inc_by(s.consumed[i]);
+                self.consumed
+                    .with_label_values(&[name])
+                    .inc_by(s.consumed[i]);
             }
         }
-        for (reason, n) in [("limit", s.clicks_dropped_by_limit), ("expired", s.clicks_expired), ("duplicate", s.duplicate_clicks)] {
+        for (reason, n) in [
+            ("limit", s.clicks_dropped_by_limit),
+            ("expired", s.clicks_expired),
+            ("duplicate", s.duplicate_clicks),
+        ] {
             if n > 0 {
                 self.clicks_dropped.with_label_values(&[reason]).inc_by(n);
             }
@@ -142,8 +223,13 @@ impl Metrics {
         for o in outs {
             match o {
                 OutRecord::Action(a) => {
-                    let rt = a.credits.last().map_or("none", |c| c.referral_type.as_str());
-                    *actions.entry((a.program_id.as_str(), rt, a.change)).or_default() += 1;
+                    let rt = a
+                        .credits
+                        .last()
+                        .map_or("none", |c| c.referral_type.as_str());
+                    *actions
+                        .entry((a.program_id.as_str(), rt, a.change))
+                        .or_default() += 1;
                     if !a.test && a.change == Change::Created {
                         let cur = a.currency.as_deref().unwrap_or("");
                         *payout.entry(cur).or_default() += a.payout.try_into().unwrap_or(0.0);
@@ -154,7 +240,9 @@ impl Metrics {
             }
         }
         for ((p, rt, ch), n) in actions {
-            self.actions.with_label_values(&[p, rt, ch.as_str()]).inc_by(n);
+            self.actions
+                .with_label_values(&[p, rt, ch.as_str()])
+                .inc_by(n);
         }
         for (r, n) in invalid {
             self.invalid.with_label_values(&[r]).inc_by(n);
@@ -170,6 +258,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let enc = prometheus::TextEncoder::new();
-        enc.encode_to_string(&self.registry.gather()).unwrap_or_default()
+        enc.encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 }

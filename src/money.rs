@@ -2,12 +2,22 @@
 //! with exactly six decimals, rounded half-even.
 
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Serializer;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::fmt;
 
 /// Rounds half-even to 6 decimals and fixes the scale at 6, so that it prints as `"5.500000"`.
+///
+/// `Decimal` keeps 28 significant digits, so a quotient such as a discount share can carry an
+/// error in its last digits; a value that is exactly half-way at the 7th decimal could then
+/// round the wrong way. Rounding first to 18 decimals removes that noise (a true value is
+/// either exactly half-way or, with the denominators money produces, much farther from it).
 pub fn round6(d: Decimal) -> Decimal {
+    let d = if d.scale() > 18 {
+        d.round_dp_with_strategy(18, RoundingStrategy::MidpointNearestEven)
+    } else {
+        d
+    };
     let mut r = d.round_dp_with_strategy(6, RoundingStrategy::MidpointNearestEven);
     r.rescale(6);
     r
@@ -104,6 +114,9 @@ mod tests {
         assert_eq!(round6(d("0.0000005")).to_string(), "0.000000");
         assert_eq!(round6(d("0.0000015")).to_string(), "0.000002");
         assert_eq!(round6(d("5.5")).to_string(), "5.500000");
+        // 0.6593195 computed through a division: the noise must not break the tie.
+        let noisy = d("8.33") * d("0.0791500600240096038415366146");
+        assert_eq!(round6(noisy).to_string(), "0.659320");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::journey::StoredClick;
 use crate::records::{CreditPolicy, CustomerStatus, Item};
 use crate::tables::{Payout, Program, Rate, When};
-use crate::time::{Millis, DAY_MS};
+use crate::time::{DAY_MS, Millis};
 use rust_decimal::prelude::*;
 
 /// Exact weights of the competing participations (ordered by their standing click's time).
@@ -36,10 +36,17 @@ pub fn policy_weights(p: &Program, t: Millis, competing: &[&StoredClick]) -> Vec
             }
         },
         CreditPolicy::TimeDecay => {
-            let raw: Vec<Decimal> = competing.iter().map(|c| decay(t - c.occurred_at, p.time_decay_half_life_days)).collect();
+            let raw: Vec<Decimal> = competing
+                .iter()
+                .map(|c| decay(t - c.occurred_at, p.time_decay_half_life_days))
+                .collect();
             let sum: Decimal = raw.iter().sum();
             for (x, r) in w.iter_mut().zip(raw) {
-                *x = Some(if sum.is_zero() { Decimal::ONE / Decimal::from(n) } else { r / sum });
+                *x = Some(if sum.is_zero() {
+                    Decimal::ONE / Decimal::from(n)
+                } else {
+                    r / sum
+                });
             }
         }
     }
@@ -77,22 +84,41 @@ pub fn item_bases(items: &[Item], order_discount: Decimal) -> Bases {
     let total: Decimal = amounts.iter().sum();
     let discount = order_discount.min(total);
     if discount.is_zero() || total.is_zero() {
-        return Bases { amount: total, bases: amounts };
+        return Bases {
+            amount: total,
+            bases: amounts,
+        };
     }
     let bases = amounts.iter().map(|a| a - discount * a / total).collect();
-    Bases { bases, amount: total - discount }
+    Bases {
+        bases,
+        amount: total - discount,
+    }
 }
 
 fn matches(when: &When, item: &Item, status: CustomerStatus) -> bool {
     when.customer_status.is_none_or(|s| s == status)
-        && when.categories.as_ref().is_none_or(|cs| item.category.as_ref().is_some_and(|c| cs.contains(c)))
-        && when.skus.as_ref().is_none_or(|ss| item.sku.as_ref().is_some_and(|s| ss.contains(s)))
+        && when
+            .categories
+            .as_ref()
+            .is_none_or(|cs| item.category.as_ref().is_some_and(|c| cs.contains(c)))
+        && when
+            .skus
+            .as_ref()
+            .is_none_or(|ss| item.sku.as_ref().is_some_and(|s| ss.contains(s)))
 }
 
 /// A contract's exact payout for the order: percent rates per item base, fixed rates once per
 /// group (or the default) that at least one item took.
-pub fn contract_total(terms: Option<&Payout>, items: &[Item], bases: &[Decimal], status: CustomerStatus) -> Decimal {
-    let Some(terms) = terms else { return Decimal::ZERO };
+pub fn contract_total(
+    terms: Option<&Payout>,
+    items: &[Item],
+    bases: &[Decimal],
+    status: CustomerStatus,
+) -> Decimal {
+    let Some(terms) = terms else {
+        return Decimal::ZERO;
+    };
     let n = terms.groups.len();
     let mut fixed_taken = vec![false; n + 1];
     let mut total = Decimal::ZERO;
@@ -116,7 +142,11 @@ pub fn contract_total(terms: Option<&Payout>, items: &[Item], bases: &[Decimal],
         if !taken {
             continue;
         }
-        let rate = if i == n { terms.default } else { Some(terms.groups[i].rate) };
+        let rate = if i == n {
+            terms.default
+        } else {
+            Some(terms.groups[i].rate)
+        };
         if let Some(Rate::Fixed(f)) = rate {
             total += f;
         }
@@ -134,7 +164,12 @@ mod tests {
     }
 
     fn item(sku: &str, cat: &str, q: &str, p: &str) -> Item {
-        Item { sku: Some(sku.into()), category: Some(cat.into()), quantity: d(q), unit_price: d(p) }
+        Item {
+            sku: Some(sku.into()),
+            category: Some(cat.into()),
+            quantity: d(q),
+            unit_price: d(p),
+        }
     }
 
     #[test]
@@ -147,18 +182,35 @@ mod tests {
 
     #[test]
     fn fixed_rates_pay_once_per_group_taken() {
-        let items = [item("A", "shoes", "2", "30"), item("B", "shoes", "1", "20"), item("C", "hats", "1", "10")];
+        let items = [
+            item("A", "shoes", "2", "30"),
+            item("B", "shoes", "1", "20"),
+            item("C", "hats", "1", "10"),
+        ];
         let terms = Payout {
             default: Some(Rate::Percent(d("10"))),
             groups: vec![PayoutGroup {
-                when: When { customer_status: Some(CustomerStatus::New), categories: Some(vec!["shoes".into()]), skus: None },
+                when: When {
+                    customer_status: Some(CustomerStatus::New),
+                    categories: Some(vec!["shoes".into()]),
+                    skus: None,
+                },
                 rate: Rate::Fixed(d("5.00")),
             }],
         };
         let b = item_bases(&items, Decimal::ZERO);
-        assert_eq!(contract_total(Some(&terms), &items, &b.bases, CustomerStatus::New), d("6"));
-        assert_eq!(contract_total(Some(&terms), &items, &b.bases, CustomerStatus::Returning), d("9"));
-        assert_eq!(contract_total(None, &items, &b.bases, CustomerStatus::New), Decimal::ZERO);
+        assert_eq!(
+            contract_total(Some(&terms), &items, &b.bases, CustomerStatus::New),
+            d("6")
+        );
+        assert_eq!(
+            contract_total(Some(&terms), &items, &b.bases, CustomerStatus::Returning),
+            d("9")
+        );
+        assert_eq!(
+            contract_total(None, &items, &b.bases, CustomerStatus::New),
+            Decimal::ZERO
+        );
     }
 
     #[test]
@@ -166,6 +218,9 @@ mod tests {
         assert_eq!(decay(0, d("7")), Decimal::ONE);
         assert_eq!(crate::money::round6(decay(7 * DAY_MS, d("7"))), d("0.5"));
         assert_eq!(crate::money::round6(decay(14 * DAY_MS, d("7"))), d("0.25"));
-        assert!((decay(DAY_MS * 7 / 2, d("7")) - d("0.70710678118654752440")).abs() < d("0.000000000001"));
+        assert!(
+            (decay(DAY_MS * 7 / 2, d("7")) - d("0.70710678118654752440")).abs()
+                < d("0.000000000001")
+        );
     }
 }

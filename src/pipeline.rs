@@ -10,7 +10,7 @@
 //! committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
 //! from the changelog before its partition is processed.
 
-use crate::codec::{encode_json, Encoded, OutputTopic};
+use crate::codec::{Encoded, OutputTopic, encode_json};
 use crate::http::{HttpState, JourneyLookup};
 use crate::journey::Journey;
 use crate::metrics::Metrics;
@@ -18,8 +18,8 @@ use crate::processor::{DlqRecord, InRecord, OutRecord, PartitionWrites, Processo
 use crate::records::InputTopic;
 use crate::replay::now_ms;
 use crate::settings::{Guarantee, Settings};
-use crate::store::{PartitionMeta, RocksStore, StateWrite, META_CHANGELOG_KEY};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::store::{META_CHANGELOG_KEY, PartitionMeta, RocksStore, StateWrite};
+use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -67,7 +67,9 @@ impl Handles {
     pub fn journey_lookup(&self) -> JourneyLookup {
         let db = self.db.clone();
         Arc::new(move |key: &[u8]| {
-            let Some(db) = db.lock().expect("db lock").clone() else { return Ok(None) };
+            let Some(db) = db.lock().expect("db lock").clone() else {
+                return Ok(None);
+            };
             let mut found = Vec::new();
             for item in db.prefix_iterator(b"m") {
                 let (k, _) = item?;
@@ -83,7 +85,13 @@ impl Handles {
                     found.push(serde_json::json!({ "partition": p, "journey": journey_json(&j) }));
                 }
             }
-            Ok(if found.is_empty() { None } else { Some(serde_json::json!({ "key": String::from_utf8_lossy(key), "partitions": found })) })
+            Ok(if found.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::json!({ "key": String::from_utf8_lossy(key), "partitions": found }),
+                )
+            })
         })
     }
 }
@@ -110,15 +118,20 @@ fn journey_json(j: &Journey) -> serde_json::Value {
 /// Runs `attrib run`: HTTP server, signal handling and the supervised processing thread.
 pub fn run_until_signal(settings: Settings) -> Result<()> {
     let handles = Handles::default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let addr = settings.http_addr.parse()?;
     let http_state = HttpState {
         metrics: handles.metrics.clone(),
         ready: handles.ready.clone(),
-        journeys: settings
-            .journeys_api
-            .enabled
-            .then(|| (settings.journeys_api.token.clone().unwrap_or_default(), handles.journey_lookup())),
+        journeys: settings.journeys_api.enabled.then(|| {
+            (
+                settings.journeys_api.token.clone().unwrap_or_default(),
+                handles.journey_lookup(),
+            )
+        }),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -140,7 +153,9 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
     let worker = std::thread::Builder::new()
         .name("attrib-processor".into())
         .spawn(move || supervise(&settings, &h))?;
-    let result = worker.join().map_err(|_| anyhow!("processing thread panicked"))?;
+    let result = worker
+        .join()
+        .map_err(|_| anyhow!("processing thread panicked"))?;
     let _ = stop_tx.send(true);
     let _ = rt.block_on(http);
     result
@@ -149,7 +164,8 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -194,11 +210,16 @@ pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
 
 fn log_rdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
     match level {
-        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
             error!(target: "librdkafka", "{fac}: {msg}")
         }
         RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac}: {msg}"),
-        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", "{fac}: {msg}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            info!(target: "librdkafka", "{fac}: {msg}")
+        }
         RDKafkaLogLevel::Debug => debug!(target: "librdkafka", "{fac}: {msg}"),
     }
 }
@@ -259,7 +280,10 @@ impl ClientContext for ConsumerCtx {
         for (topic, t) in &s.topics {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {
-                    self.metrics.consumer_lag.with_label_values(&[topic, &p.to_string()]).set(part.consumer_lag);
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic, &p.to_string()])
+                        .set(part.consumer_lag);
                 }
             }
         }
@@ -271,7 +295,11 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut w = self.worker.lock().expect("worker lock");
             let lost = consumer.assignment_lost();
-            let result = if lost { w.abort_all() } else { w.commit(consumer) };
+            let result = if lost {
+                w.abort_all()
+            } else {
+                w.commit(consumer)
+            };
             if let Err(e) = result {
                 w.failed.get_or_insert(e);
             }
@@ -299,7 +327,10 @@ impl ConsumerContext for ConsumerCtx {
 fn base_config(s: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &s.brokers);
-    c.set("client.id", format!("{}-{}", s.application_id, s.instance_id()));
+    c.set(
+        "client.id",
+        format!("{}-{}", s.application_id, s.instance_id()),
+    );
     for (k, v) in &s.kafka {
         c.set(k, v);
     }
@@ -339,10 +370,15 @@ fn reader_config(s: &Settings, purpose: &str) -> ClientConfig {
 
 fn producer_config(s: &Settings, eos: bool) -> ClientConfig {
     let mut c = base_config(s);
-    c.set("enable.idempotence", "true").set("linger.ms", "5").set("message.timeout.ms", "60000");
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
     if eos {
-        c.set("transactional.id", format!("{}-{}", s.application_id, s.instance_id()))
-            .set("transaction.timeout.ms", "60000");
+        c.set(
+            "transactional.id",
+            format!("{}-{}", s.application_id, s.instance_id()),
+        )
+        .set("transaction.timeout.ms", "60000");
     }
     for (k, v) in &s.kafka {
         c.set(k, v);
@@ -355,8 +391,14 @@ fn producer_config(s: &Settings, eos: bool) -> ClientConfig {
 // ---------------------------------------------------------------------------------------------
 
 fn partition_count(consumer: &BaseConsumer<impl ConsumerContext>, topic: &str) -> Result<usize> {
-    let md = consumer.fetch_metadata(Some(topic), KAFKA_TIMEOUT).with_context(|| format!("cannot read metadata of {topic}"))?;
-    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    let md = consumer
+        .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
+        .with_context(|| format!("cannot read metadata of {topic}"))?;
+    let n = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
     if n == 0 {
         bail!("topic `{topic}` does not exist (create it, or check the `topics` settings)");
     }
@@ -364,17 +406,28 @@ fn partition_count(consumer: &BaseConsumer<impl ConsumerContext>, topic: &str) -
 }
 
 /// Creates the changelog topic if missing, with as many partitions as the clicks topic.
-fn ensure_changelog(s: &Settings, consumer: &BaseConsumer<impl ConsumerContext>, partitions: usize) -> Result<()> {
+fn ensure_changelog(
+    s: &Settings,
+    consumer: &BaseConsumer<impl ConsumerContext>,
+    partitions: usize,
+) -> Result<()> {
     let name = s.changelog_topic();
     if let Ok(n) = partition_count(consumer, &name) {
         if n != partitions {
-            bail!("changelog topic `{name}` has {n} partitions, but `{}` has {partitions}", s.topics.clicks);
+            bail!(
+                "changelog topic `{name}` has {n} partitions, but `{}` has {partitions}",
+                s.topics.clicks
+            );
         }
         return Ok(());
     }
     let admin: AdminClient<LogContext> = base_config(s).create_with_context(LogContext)?;
-    let topic = NewTopic::new(&name, partitions as i32, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let results = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT))))?;
+    let topic = NewTopic::new(&name, partitions as i32, TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "compact");
+    let results = futures::executor::block_on(admin.create_topics(
+        [&topic],
+        &AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT)),
+    ))?;
     for r in results {
         match r {
             Ok(_) => info!("created changelog topic {name}"),
@@ -418,7 +471,8 @@ fn read_to_end(
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 // The event names only the partition: decisive when one topic has it.
-                let same: Vec<(String, i32)> = remaining.keys().filter(|(_, q)| *q == p).cloned().collect();
+                let same: Vec<(String, i32)> =
+                    remaining.keys().filter(|(_, q)| *q == p).cloned().collect();
                 if same.len() == 1 {
                     remaining.remove(&same[0]);
                 }
@@ -429,10 +483,12 @@ fn read_to_end(
         // Transaction markers may sit at the end: a partition is done once its position has
         // reached the end it had at the start.
         let positions = consumer.position()?;
-        remaining.retain(|(t, p), hi| match positions.find_partition(t, *p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o < *hi,
-            _ => true,
-        });
+        remaining.retain(
+            |(t, p), hi| match positions.find_partition(t, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o < *hi,
+                _ => true,
+            },
+        );
     }
     Ok(())
 }
@@ -468,16 +524,28 @@ struct Worker {
 impl Worker {
     fn ensure_txn(&mut self) -> Result<()> {
         if self.eos && !self.txn_open {
-            self.producer.begin_transaction().context("cannot begin transaction")?;
+            self.producer
+                .begin_transaction()
+                .context("cannot begin transaction")?;
             self.txn_open = true;
         }
         Ok(())
     }
 
-    fn send(&self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, String)]) -> Result<()> {
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, String)],
+    ) -> Result<()> {
         let mut hs = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
-            hs = hs.insert(Header { key: k, value: Some(v.as_bytes()) });
+            hs = hs.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
         }
         let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(hs);
         if let Some(p) = partition {
@@ -502,7 +570,12 @@ impl Worker {
     }
 
     fn send_output(&self, o: &OutRecord) -> Result<()> {
-        let Encoded { topic, key, value, headers } = encode_json(o);
+        let Encoded {
+            topic,
+            key,
+            value,
+            headers,
+        } = encode_json(o);
         let t = &self.settings.topics;
         let name = match topic {
             OutputTopic::Actions => &t.actions,
@@ -513,7 +586,11 @@ impl Worker {
     }
 
     fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
-        let topic = if m.topic() == self.settings.topics.clicks { InputTopic::Clicks } else { InputTopic::Conversions };
+        let topic = if m.topic() == self.settings.topics.clicks {
+            InputTopic::Clicks
+        } else {
+            InputTopic::Conversions
+        };
         self.ensure_txn()?;
         let rec = InRecord {
             topic,
@@ -530,17 +607,39 @@ impl Worker {
             self.outputs.push(o);
         }
         self.scratch = out;
-        self.offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        self.offsets
+            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
         self.processed += 1;
         Ok(())
     }
 
     fn apply_table(&mut self, m: &BorrowedMessage<'_>) {
-        let topic = if m.topic() == self.settings.topics.config { InputTopic::Config } else { InputTopic::PromoCodes };
-        let rec = InRecord { topic, source_topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload() };
+        let topic = if m.topic() == self.settings.topics.config {
+            InputTopic::Config
+        } else {
+            InputTopic::PromoCodes
+        };
+        let rec = InRecord {
+            topic,
+            source_topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            value: m.payload(),
+        };
         if let Some(d) = self.processor.apply_table(&rec) {
-            warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "refused table record: {}", d.error);
-            self.handles.metrics.dlq.with_label_values(&[d.reason_label()]).inc();
+            warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "refused table record: {}",
+                d.error
+            );
+            self.handles
+                .metrics
+                .dlq
+                .with_label_values(&[d.reason_label()])
+                .inc();
             self.table_rejects.push(d);
         }
     }
@@ -550,10 +649,24 @@ impl Worker {
         if !self.owned.contains(&0) || self.table_rejects.is_empty() {
             return Ok(());
         }
-        let marks = self.processor.store().meta(0)?.unwrap_or_default().table_dlq_marks;
+        let marks = self
+            .processor
+            .store()
+            .meta(0)?
+            .unwrap_or_default()
+            .table_dlq_marks;
         let pending_meta = self.processor.stream_time(0).is_some();
-        let mark_of = |marks: &[(String, i32, i64)], t: &str, p: i32| marks.iter().find(|(mt, mp, _)| mt == t && *mp == p).map_or(0, |m| m.2);
-        let mut current = if pending_meta { self.processor.meta_mut(0)?.table_dlq_marks.clone() } else { marks };
+        let mark_of = |marks: &[(String, i32, i64)], t: &str, p: i32| {
+            marks
+                .iter()
+                .find(|(mt, mp, _)| mt == t && *mp == p)
+                .map_or(0, |m| m.2)
+        };
+        let mut current = if pending_meta {
+            self.processor.meta_mut(0)?.table_dlq_marks.clone()
+        } else {
+            marks
+        };
         let todo: Vec<DlqRecord> = self
             .table_rejects
             .iter()
@@ -567,7 +680,10 @@ impl Worker {
         for d in todo {
             let o = OutRecord::Dlq(Box::new(d.clone()));
             self.send_output(&o)?;
-            match current.iter_mut().find(|(t, p, _)| *t == d.source_topic && *p == d.partition) {
+            match current
+                .iter_mut()
+                .find(|(t, p, _)| *t == d.source_topic && *p == d.partition)
+            {
                 Some(m) => m.2 = d.offset + 1,
                 None => current.push((d.source_topic.clone(), d.partition, d.offset + 1)),
             }
@@ -579,9 +695,21 @@ impl Worker {
     fn send_changelog(&self, writes: &[PartitionWrites]) -> Result<()> {
         for w in writes {
             for (k, v) in &w.writes {
-                self.send(&self.changelog, Some(w.partition), Some(k), v.as_deref(), &[])?;
+                self.send(
+                    &self.changelog,
+                    Some(w.partition),
+                    Some(k),
+                    v.as_deref(),
+                    &[],
+                )?;
             }
-            self.send(&self.changelog, Some(w.partition), Some(META_CHANGELOG_KEY), Some(&w.meta.encode()), &[])?;
+            self.send(
+                &self.changelog,
+                Some(w.partition),
+                Some(META_CHANGELOG_KEY),
+                Some(&w.meta.encode()),
+                &[],
+            )?;
         }
         Ok(())
     }
@@ -593,7 +721,11 @@ impl Worker {
             return Ok(());
         }
         let started = Instant::now();
-        let span = info_span!("commit", records = self.processed, outputs = self.outputs.len());
+        let span = info_span!(
+            "commit",
+            records = self.processed,
+            outputs = self.outputs.len()
+        );
         let _g = span.enter();
         let writes = self.processor.drain_writes();
         self.ensure_txn()?;
@@ -604,31 +736,44 @@ impl Worker {
         }
         if self.eos {
             if tpl.count() > 0 {
-                let gm = consumer.group_metadata().ok_or_else(|| anyhow!("no consumer group metadata"))?;
-                self.producer.send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT).context("cannot add offsets to the transaction")?;
+                let gm = consumer
+                    .group_metadata()
+                    .ok_or_else(|| anyhow!("no consumer group metadata"))?;
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT)
+                    .context("cannot add offsets to the transaction")?;
             }
             if let Err(e) = self.producer.commit_transaction(KAFKA_TIMEOUT) {
                 self.txn_open = false;
-                self.handles.metrics.transactions.with_label_values(&["abort"]).inc();
+                self.handles
+                    .metrics
+                    .transactions
+                    .with_label_values(&["abort"])
+                    .inc();
                 let _ = self.producer.abort_transaction(KAFKA_TIMEOUT);
                 return Err(anyhow!("transaction commit failed: {e}"));
             }
             self.txn_open = false;
         } else {
-            self.producer.flush(KAFKA_TIMEOUT).context("cannot flush outputs")?;
+            self.producer
+                .flush(KAFKA_TIMEOUT)
+                .context("cannot flush outputs")?;
             let errors = self.delivery_errors.swap(0, Ordering::AcqRel);
             if errors > 0 {
                 bail!("{errors} output records were not delivered");
             }
             if tpl.count() > 0 {
-                consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).context("cannot commit offsets")?;
+                consumer
+                    .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+                    .context("cannot commit offsets")?;
             }
         }
         self.processor.apply_writes(&writes)?;
         let m = &self.handles.metrics;
         m.transactions.with_label_values(&["commit"]).inc();
         m.commit_duration.observe(started.elapsed().as_secs_f64());
-        m.batch_duration.observe(self.batch_started.elapsed().as_secs_f64());
+        m.batch_duration
+            .observe(self.batch_started.elapsed().as_secs_f64());
         m.record_stats(&std::mem::take(&mut self.processor.stats));
         m.record_outputs(&self.outputs);
         let now = now_ms();
@@ -652,7 +797,11 @@ impl Worker {
     fn abort_all(&mut self) -> Result<()> {
         if self.txn_open {
             self.txn_open = false;
-            self.handles.metrics.transactions.with_label_values(&["abort"]).inc();
+            self.handles
+                .metrics
+                .transactions
+                .with_label_values(&["abort"])
+                .inc();
             self.producer.abort_transaction(KAFKA_TIMEOUT)?;
         }
         bail!("consumer-group assignment lost; restarting from committed state")
@@ -668,10 +817,13 @@ impl Worker {
         }
         if !lost && self.failed.is_none() {
             // Our commit is the changelog's end now, unless another instance writes to it.
-            let reader: Result<BaseConsumer<LogContext>> = reader_config(&self.settings, "restore").create_with_context(LogContext).map_err(Into::into);
+            let reader: Result<BaseConsumer<LogContext>> = reader_config(&self.settings, "restore")
+                .create_with_context(LogContext)
+                .map_err(Into::into);
             if let Ok(reader) = reader {
                 for p in partitions {
-                    if let Ok((_, hi)) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT) {
+                    if let Ok((_, hi)) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)
+                    {
                         self.trusted_at.insert(*p, hi);
                     }
                 }
@@ -683,7 +835,8 @@ impl Worker {
     /// Restores the state of newly assigned partitions that local RocksDB cannot vouch for.
     fn assign(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         self.handles.ready.store(false, Ordering::Release);
-        let reader: BaseConsumer<LogContext> = reader_config(&self.settings, "restore").create_with_context(LogContext)?;
+        let reader: BaseConsumer<LogContext> =
+            reader_config(&self.settings, "restore").create_with_context(LogContext)?;
         let mut restore = Vec::new();
         for p in partitions {
             let (_, hi) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?;
@@ -699,7 +852,10 @@ impl Worker {
                 self.processor.store_mut().drop_partition(*p)?;
             }
             let mut batch: HashMap<i32, (Vec<StateWrite>, PartitionMeta)> = HashMap::new();
-            let assignments: Vec<(String, i32)> = restore.iter().map(|p| (self.changelog.clone(), *p)).collect();
+            let assignments: Vec<(String, i32)> = restore
+                .iter()
+                .map(|p| (self.changelog.clone(), *p))
+                .collect();
             let store = self.processor.store_mut();
             let shutdown = self.handles.shutdown.clone();
             read_to_end(&reader, &assignments, &shutdown, |m| {
@@ -707,9 +863,12 @@ impl Worker {
                 let entry = batch.entry(m.partition()).or_default();
                 let key = m.key().unwrap_or_default();
                 if key == META_CHANGELOG_KEY {
-                    entry.1 = PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
+                    entry.1 =
+                        PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
                 } else {
-                    entry.0.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                    entry
+                        .0
+                        .push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
                 }
                 if entry.0.len() >= 10_000 {
                     let (w, meta) = entry;
@@ -724,7 +883,11 @@ impl Worker {
             let m = &self.handles.metrics;
             m.restore_records.inc_by(records);
             m.restore_seconds.set(started.elapsed().as_secs_f64());
-            info!(records, seconds = started.elapsed().as_secs_f64(), "state restored");
+            info!(
+                records,
+                seconds = started.elapsed().as_secs_f64(),
+                "state restored"
+            );
         }
         for p in partitions {
             self.owned.insert(*p);
@@ -743,7 +906,10 @@ fn marker_path(s: &Settings) -> PathBuf {
 
 fn take_marker(s: &Settings) -> HashMap<i32, i64> {
     let path = marker_path(s);
-    let marks = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let marks = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     let _ = std::fs::remove_file(&path);
     marks
 }
@@ -755,11 +921,17 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     info!(brokers = %settings.brokers, guarantee = ?settings.processing_guarantee, "starting attrib pipeline");
 
     // Tables first: read whole before any event is processed.
-    let tables: BaseConsumer<LogContext> = reader_config(settings, &format!("tables-{}", settings.instance_id())).create_with_context(LogContext)?;
+    let tables: BaseConsumer<LogContext> =
+        reader_config(settings, &format!("tables-{}", settings.instance_id()))
+            .create_with_context(LogContext)?;
     let clicks_partitions = partition_count(&tables, &t.clicks)?;
     let conv_partitions = partition_count(&tables, &t.conversions)?;
     if clicks_partitions != conv_partitions {
-        bail!("topics `{}` ({clicks_partitions} partitions) and `{}` ({conv_partitions}) must have the same number of partitions", t.clicks, t.conversions);
+        bail!(
+            "topics `{}` ({clicks_partitions} partitions) and `{}` ({conv_partitions}) must have the same number of partitions",
+            t.clicks,
+            t.conversions
+        );
     }
     ensure_changelog(settings, &tables, clicks_partitions)?;
 
@@ -768,14 +940,22 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let store = RocksStore::open(&state_dir)?;
     *h.db.lock().expect("db lock") = Some(store.shared());
     let delivery_errors = Arc::new(AtomicU64::new(0));
-    let producer: ThreadedProducer<ProducerCtx> =
-        producer_config(settings, eos).create_with_context(ProducerCtx { delivery_errors: delivery_errors.clone() })?;
+    let producer: ThreadedProducer<ProducerCtx> = producer_config(settings, eos)
+        .create_with_context(ProducerCtx {
+            delivery_errors: delivery_errors.clone(),
+        })?;
     if eos {
-        producer.init_transactions(KAFKA_TIMEOUT).context("cannot initialise transactions")?;
+        producer
+            .init_transactions(KAFKA_TIMEOUT)
+            .context("cannot initialise transactions")?;
     }
     let worker = Arc::new(Mutex::new(Worker {
         settings: settings.clone(),
-        processor: Processor::new(Box::new(store), settings.engine_settings(), settings.limits.clone()),
+        processor: Processor::new(
+            Box::new(store),
+            settings.engine_settings(),
+            settings.limits.clone(),
+        ),
         producer,
         delivery_errors,
         eos,
@@ -807,13 +987,20 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             Ok(())
         })?;
         let n = w.processor.stats.table_updates;
-        info!(records = n, seconds = load_started.elapsed().as_secs_f64(), "tables loaded");
+        info!(
+            records = n,
+            seconds = load_started.elapsed().as_secs_f64(),
+            "tables loaded"
+        );
     }
     // The table consumer stays assigned and keeps following the tables.
     h.ready.store(true, Ordering::Release);
 
     let consumer: BaseConsumer<ConsumerCtx> =
-        consumer_config(settings).create_with_context(ConsumerCtx { worker: worker.clone(), metrics: h.metrics.clone() })?;
+        consumer_config(settings).create_with_context(ConsumerCtx {
+            worker: worker.clone(),
+            metrics: h.metrics.clone(),
+        })?;
     consumer.subscribe(&[&t.clicks, &t.conversions])?;
     let interval = Duration::from_millis(settings.commit_interval_ms);
     let mut last_commit = Instant::now();
@@ -831,7 +1018,9 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
                     None => break,
                 }
             }
-            let wait = interval.saturating_sub(last_commit.elapsed()).min(Duration::from_millis(100));
+            let wait = interval
+                .saturating_sub(last_commit.elapsed())
+                .min(Duration::from_millis(100));
             let msg = consumer.poll(wait);
             let mut w = worker.lock().expect("worker lock");
             if let Some(e) = w.failed.take() {

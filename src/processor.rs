@@ -55,11 +55,17 @@ impl DlqRecord {
 pub fn dlq_reason_label(error: &str) -> &'static str {
     if error.contains("missing required field") {
         "missing_field"
-    } else if error.contains("is not a JSON object") || error.contains("trailing data") || error.contains("cannot be decoded") {
+    } else if error.contains("is not a JSON object")
+        || error.contains("trailing data")
+        || error.contains("cannot be decoded")
+    {
         "malformed"
     } else if error.contains("does not belong") {
         "wrong_type"
-    } else if error.contains("does not match") || error.contains("null key") || error.contains("key is not") {
+    } else if error.contains("does not match")
+        || error.contains("null key")
+        || error.contains("key is not")
+    {
         "bad_key"
     } else if error.contains("tombstone") {
         "tombstone"
@@ -117,7 +123,11 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(store: Box<dyn JourneyStore>, settings: EngineSettings, limits: Limits) -> Processor {
+    pub fn new(
+        store: Box<dyn JourneyStore>,
+        settings: EngineSettings,
+        limits: Limits,
+    ) -> Processor {
         Processor {
             store,
             tables: Tables::default(),
@@ -159,7 +169,12 @@ impl Processor {
     }
 
     /// Processes one record of any topic, pushing its outputs.
-    pub fn process(&mut self, rec: &InRecord, processed_at: Millis, out: &mut Vec<OutRecord>) -> Result<()> {
+    pub fn process(
+        &mut self,
+        rec: &InRecord,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
         if matches!(rec.topic, InputTopic::Config | InputTopic::PromoCodes) {
             if let Some(d) = self.apply_table(rec) {
                 out.push(OutRecord::Dlq(Box::new(d)));
@@ -179,7 +194,9 @@ impl Processor {
             None => match event.derived_key() {
                 Some(k) => k.as_bytes(),
                 None => {
-                    let e = records::invalid("record has a null key and no `device_id` or `customer_id` to derive it from");
+                    let e = records::invalid(
+                        "record has a null key and no `device_id` or `customer_id` to derive it from",
+                    );
                     out.push(OutRecord::Dlq(Box::new(dlq(rec, e))));
                     return Ok(());
                 }
@@ -188,18 +205,30 @@ impl Processor {
         let state = load_partition(&mut self.partitions, &*self.store, rec.partition)?;
         state.meta_dirty = true;
         state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
-        let clock = Clock { processed_at, stream_time: state.meta.stream_time };
+        let clock = Clock {
+            processed_at,
+            stream_time: state.meta.stream_time,
+        };
         let journey = match state.cache.get_mut(key) {
             Some(j) => j,
             None => {
                 let j = match self.store.get(rec.partition, key)? {
-                    Some(bytes) => Journey::decode(&bytes).context("stored journey cannot be decoded")?,
+                    Some(bytes) => {
+                        Journey::decode(&bytes).context("stored journey cannot be decoded")?
+                    }
                     None => Journey::default(),
                 };
                 state.cache.entry(key.to_vec()).or_insert(j)
             }
         };
-        let fx = engine::apply(journey, &self.tables, &self.settings, &event, clock, &mut self.scratch);
+        let fx = engine::apply(
+            journey,
+            &self.tables,
+            &self.settings,
+            &event,
+            clock,
+            &mut self.scratch,
+        );
         self.stats.clicks_dropped_by_limit += fx.clicks_dropped_by_limit as u64;
         self.stats.clicks_expired += fx.clicks_expired as u64;
         self.stats.duplicate_clicks += fx.duplicate_clicks as u64;
@@ -229,10 +258,20 @@ impl Processor {
             let writes: Vec<StateWrite> = state
                 .cache
                 .drain()
-                .map(|(k, j)| if j.is_empty() { (k, None) } else { (k, Some(j.encode())) })
+                .map(|(k, j)| {
+                    if j.is_empty() {
+                        (k, None)
+                    } else {
+                        (k, Some(j.encode()))
+                    }
+                })
                 .collect();
             state.meta_dirty = false;
-            all.push(PartitionWrites { partition: p, writes, meta: state.meta.clone() });
+            all.push(PartitionWrites {
+                partition: p,
+                writes,
+                meta: state.meta.clone(),
+            });
         }
         all.sort_by_key(|w| w.partition);
         all
@@ -272,8 +311,10 @@ impl Processor {
     /// Deletes expired journeys of a partition that no record has touched (rule 11). Returns
     /// the writes made, for the changelog.
     pub fn sweep(&mut self, partition: i32) -> Result<Vec<StateWrite>> {
-        let Some(meta) = self.store.meta(partition)? else { return Ok(Vec::new()) };
-        let keep = crate::time::days_to_ms(self.tables.max_window_days()).saturating_add(self.settings.retention_margin_ms);
+        let Some(meta) = self.store.meta(partition)? else {
+            return Ok(Vec::new());
+        };
+        let keep = engine::click_keep_ms(&self.tables, &self.settings);
         let mut writes = Vec::new();
         self.store.scan(partition, &mut |k, v| {
             if let Ok(mut j) = Journey::decode(v) {
@@ -300,14 +341,23 @@ fn load_partition<'a>(
 ) -> Result<&'a mut PartitionState> {
     if !partitions.contains_key(&partition) {
         let meta = store.meta(partition)?.unwrap_or_default();
-        partitions.insert(partition, PartitionState { meta, ..Default::default() });
+        partitions.insert(
+            partition,
+            PartitionState {
+                meta,
+                ..Default::default()
+            },
+        );
     }
     Ok(partitions.get_mut(&partition).expect("just inserted"))
 }
 
 fn decode_event(rec: &InRecord, limits: &Limits) -> Result<Event, Invalid> {
     let Some(value) = rec.value else {
-        return Err(records::invalid(format!("tombstone (null value) on the {} topic", rec.topic.replay_name())));
+        return Err(records::invalid(format!(
+            "tombstone (null value) on the {} topic",
+            rec.topic.replay_name()
+        )));
     };
     if value.len() > limits.max_record_bytes {
         return Err(records::invalid(format!(

@@ -196,6 +196,8 @@ pub struct Conversion {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Modification {
+    pub device_id: Option<String>,
+    pub customer_id: Option<String>,
     pub program_id: String,
     pub event_type: String,
     pub order_id: String,
@@ -207,6 +209,8 @@ pub struct Modification {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reversal {
+    pub device_id: Option<String>,
+    pub customer_id: Option<String>,
     pub program_id: String,
     pub event_type: String,
     pub order_id: String,
@@ -237,7 +241,8 @@ impl Event {
         let (device, customer) = match self {
             Event::Click(c) => (&c.device_id, &c.customer_id),
             Event::Conversion(c) => (&c.device_id, &c.customer_id),
-            _ => return None,
+            Event::Modification(m) => (&m.device_id, &m.customer_id),
+            Event::Reversal(r) => (&r.device_id, &r.customer_id),
         };
         device.as_deref().or(customer.as_deref())
     }
@@ -315,7 +320,10 @@ pub fn invalid(msg: impl Into<String>) -> Invalid {
 }
 
 /// Parses JSON into a wire struct, naming the field path of a type error.
-pub(crate) fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, Invalid> {
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
+    what: &str,
+    bytes: &'a [u8],
+) -> Result<T, Invalid> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -323,10 +331,14 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) ->
         if inner.is_syntax() || inner.is_eof() || path == "." {
             invalid(format!("{what} is not a JSON object: {inner}"))
         } else {
-            invalid(format!("invalid {what}: field `{path}`: {}", strip_position(&inner)))
+            invalid(format!(
+                "invalid {what}: field `{path}`: {}",
+                strip_position(&inner)
+            ))
         }
     })?;
-    de.end().map_err(|e| invalid(format!("{what} has trailing data: {e}")))?;
+    de.end()
+        .map_err(|e| invalid(format!("{what} has trailing data: {e}")))?;
     Ok(value)
 }
 
@@ -342,7 +354,12 @@ pub(crate) fn required<T>(what: &str, field: &str, v: Option<T>) -> Result<T, In
     v.ok_or_else(|| invalid(format!("invalid {what}: missing required field `{field}`")))
 }
 
-pub(crate) fn required_id(what: &str, field: &str, v: Option<String>, limits: &Limits) -> Result<String, Invalid> {
+pub(crate) fn required_id(
+    what: &str,
+    field: &str,
+    v: Option<String>,
+    limits: &Limits,
+) -> Result<String, Invalid> {
     let v = required(what, field, v)?;
     if v.is_empty() {
         return Err(invalid(format!("invalid {what}: field `{field}` is empty")));
@@ -351,7 +368,12 @@ pub(crate) fn required_id(what: &str, field: &str, v: Option<String>, limits: &L
     Ok(v)
 }
 
-pub(crate) fn optional_id(what: &str, field: &str, v: Option<String>, limits: &Limits) -> Result<Option<String>, Invalid> {
+pub(crate) fn optional_id(
+    what: &str,
+    field: &str,
+    v: Option<String>,
+    limits: &Limits,
+) -> Result<Option<String>, Invalid> {
     if let Some(s) = &v {
         check_len(what, field, s, limits.max_id_len)?;
     }
@@ -361,15 +383,24 @@ pub(crate) fn optional_id(what: &str, field: &str, v: Option<String>, limits: &L
 pub(crate) fn check_len(what: &str, field: &str, s: &str, max: usize) -> Result<(), Invalid> {
     let n = s.chars().count();
     if n > max {
-        return Err(invalid(format!("invalid {what}: field `{field}` is {n} characters long, more than {max}")));
+        return Err(invalid(format!(
+            "invalid {what}: field `{field}` is {n} characters long, more than {max}"
+        )));
     }
     Ok(())
 }
 
-fn check_type(what: &str, kind: Option<&str>, allowed: &[&str], topic: &str) -> Result<(), Invalid> {
+fn check_type(
+    what: &str,
+    kind: Option<&str>,
+    allowed: &[&str],
+    topic: &str,
+) -> Result<(), Invalid> {
     if let Some(k) = kind {
         if !allowed.contains(&k) {
-            return Err(invalid(format!("record of type `{k}` does not belong on the {topic} topic")));
+            return Err(invalid(format!(
+                "record of type `{k}` does not belong on the {topic} topic"
+            )));
         }
     }
     let _ = what;
@@ -378,7 +409,9 @@ fn check_type(what: &str, kind: Option<&str>, allowed: &[&str], topic: &str) -> 
 
 fn non_negative(what: &str, field: &str, d: Decimal) -> Result<Decimal, Invalid> {
     if d.is_sign_negative() && !d.is_zero() {
-        return Err(invalid(format!("invalid {what}: field `{field}` is negative ({d})")));
+        return Err(invalid(format!(
+            "invalid {what}: field `{field}` is negative ({d})"
+        )));
     }
     Ok(d)
 }
@@ -386,7 +419,9 @@ fn non_negative(what: &str, field: &str, d: Decimal) -> Result<Decimal, Invalid>
 fn whole_quantity(what: &str, field: &str, d: Decimal) -> Result<Decimal, Invalid> {
     non_negative(what, field, d)?;
     if !d.fract().is_zero() {
-        return Err(invalid(format!("invalid {what}: field `{field}` is not a whole number ({d})")));
+        return Err(invalid(format!(
+            "invalid {what}: field `{field}` is not a whole number ({d})"
+        )));
     }
     Ok(d.normalize())
 }
@@ -430,12 +465,19 @@ pub fn decode_click(bytes: &[u8], limits: &Limits) -> Result<Click, Invalid> {
 pub fn decode_conversion_topic(bytes: &[u8], limits: &Limits) -> Result<Event, Invalid> {
     let r: RawConversion = parse_json("conversion", bytes)?;
     let kind = r.kind.clone().unwrap_or_else(|| "conversion".to_string());
-    check_type("conversion", Some(&kind), &["conversion", "modification", "reversal"], "conversions")?;
+    check_type(
+        "conversion",
+        Some(&kind),
+        &["conversion", "modification", "reversal"],
+        "conversions",
+    )?;
     let w = kind.as_str();
     let program_id = required_id(w, "program_id", r.program_id, limits)?;
     let event_type = required_id(w, "event_type", r.event_type, limits)?;
     let order_id = required_id(w, "order_id", r.order_id, limits)?;
     let occurred_at = required(w, "occurred_at", r.occurred_at)?;
+    let device_id = optional_id(w, "device_id", r.device_id, limits)?;
+    let customer_id = optional_id(w, "customer_id", r.customer_id, limits)?;
     let items = r.items.unwrap_or_default();
     if items.len() > limits.max_items {
         return Err(invalid(format!(
@@ -445,7 +487,14 @@ pub fn decode_conversion_topic(bytes: &[u8], limits: &Limits) -> Result<Event, I
         )));
     }
     match w {
-        "reversal" => Ok(Event::Reversal(Reversal { program_id, event_type, order_id, occurred_at })),
+        "reversal" => Ok(Event::Reversal(Reversal {
+            device_id,
+            customer_id,
+            program_id,
+            event_type,
+            order_id,
+            occurred_at,
+        })),
         "modification" => {
             let mut seen = HashSet::new();
             let mut out = Vec::with_capacity(items.len());
@@ -454,7 +503,9 @@ pub fn decode_conversion_topic(bytes: &[u8], limits: &Limits) -> Result<Event, I
                 let q = required(w, &format!("items[{i}].quantity"), it.quantity)?;
                 let q = whole_quantity(w, &format!("items[{i}].quantity"), q)?;
                 if !seen.insert(sku.clone()) {
-                    return Err(invalid(format!("invalid modification: sku `{sku}` is listed more than once")));
+                    return Err(invalid(format!(
+                        "invalid modification: sku `{sku}` is listed more than once"
+                    )));
                 }
                 out.push((sku, q));
             }
@@ -463,6 +514,8 @@ pub fn decode_conversion_topic(bytes: &[u8], limits: &Limits) -> Result<Event, I
                 None => None,
             };
             Ok(Event::Modification(Modification {
+                device_id,
+                customer_id,
                 program_id,
                 event_type,
                 order_id,
@@ -503,13 +556,21 @@ pub fn decode_conversion_topic(bytes: &[u8], limits: &Limits) -> Result<Event, I
                     None => Decimal::ZERO,
                 };
                 let sku = optional_id(w, &format!("items[{i}].sku"), it.sku, limits)?;
-                let category = optional_id(w, &format!("items[{i}].category"), it.category, limits)?;
+                let category =
+                    optional_id(w, &format!("items[{i}].category"), it.category, limits)?;
                 if let Some(s) = &sku {
                     if !seen.insert(s.clone()) {
-                        return Err(invalid(format!("invalid conversion: sku `{s}` is listed more than once")));
+                        return Err(invalid(format!(
+                            "invalid conversion: sku `{s}` is listed more than once"
+                        )));
                     }
                 }
-                out.push(Item { sku, category, quantity, unit_price });
+                out.push(Item {
+                    sku,
+                    category,
+                    quantity,
+                    unit_price,
+                });
             }
             let order_discount = r.order_discount.unwrap_or(Decimal::ZERO);
             let total: Decimal = out.iter().map(|i| i.quantity * i.unit_price).sum();
@@ -523,8 +584,8 @@ pub fn decode_conversion_topic(bytes: &[u8], limits: &Limits) -> Result<Event, I
                 event_type,
                 order_id,
                 occurred_at,
-                device_id: optional_id(w, "device_id", r.device_id, limits)?,
-                customer_id: optional_id(w, "customer_id", r.customer_id, limits)?,
+                device_id,
+                customer_id,
                 click_id: optional_id(w, "click_id", r.click_id, limits)?,
                 promo_code: optional_id(w, "promo_code", r.promo_code, limits)?,
                 customer_status: r.customer_status.unwrap_or_default(),
@@ -552,11 +613,22 @@ mod tests {
         let e = decode_click(br#"{"type":"click","program_id":"p","partner_id":"x","occurred_at":"2026-01-01T00:00:00Z"}"#, &l).unwrap_err();
         assert_eq!(e.0, "invalid click: missing required field `click_id`");
         let e = decode_click(br#"{"click_id":"c","program_id":"p","partner_id":"x","occurred_at":"2026-01-01T00:00:00Z","source":"tv"}"#, &l).unwrap_err();
-        assert!(e.0.contains("`source`") && e.0.contains("unknown variant `tv`"), "{}", e.0);
+        assert!(
+            e.0.contains("`source`") && e.0.contains("unknown variant `tv`"),
+            "{}",
+            e.0
+        );
         let e = decode_click(br#"{"click_id":5,"program_id":"p","partner_id":"x","occurred_at":"2026-01-01T00:00:00Z"}"#, &l).unwrap_err();
-        assert!(e.0.contains("`click_id`") && e.0.contains("integer `5`"), "{}", e.0);
+        assert!(
+            e.0.contains("`click_id`") && e.0.contains("integer `5`"),
+            "{}",
+            e.0
+        );
         let e = decode_click(br#"{"type":"conversion"}"#, &l).unwrap_err();
-        assert_eq!(e.0, "record of type `conversion` does not belong on the clicks topic");
+        assert_eq!(
+            e.0,
+            "record of type `conversion` does not belong on the clicks topic"
+        );
         let e = decode_click(b"not json", &l).unwrap_err();
         assert!(e.0.starts_with("click is not a JSON object"), "{}", e.0);
     }
@@ -564,15 +636,29 @@ mod tests {
     #[test]
     fn integrity_checks() {
         let base = r#""program_id":"p","event_type":"sale","order_id":"o","occurred_at":"2026-01-01T00:00:00Z""#;
-        let e = conv(&format!(r#"{{{base},"items":[{{"sku":"A","quantity":1.5,"unit_price":"1"}}]}}"#)).unwrap_err();
-        assert!(e.0.contains("items[0].quantity") && e.0.contains("whole"), "{}", e.0);
+        let e = conv(&format!(
+            r#"{{{base},"items":[{{"sku":"A","quantity":1.5,"unit_price":"1"}}]}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.contains("items[0].quantity") && e.0.contains("whole"),
+            "{}",
+            e.0
+        );
         let e = conv(&format!(r#"{{{base},"items":[{{"sku":"A","quantity":1,"unit_price":"1"}},{{"sku":"A","quantity":1,"unit_price":"1"}}]}}"#)).unwrap_err();
         assert!(e.0.contains("sku `A`"), "{}", e.0);
         let e = conv(&format!(r#"{{{base},"order_discount":"3","items":[{{"sku":"A","quantity":1,"unit_price":"2"}}]}}"#)).unwrap_err();
         assert!(e.0.contains("order_discount"), "{}", e.0);
         let e = conv(&format!(r#"{{{base},"order_tax":"-1"}}"#)).unwrap_err();
-        assert!(e.0.contains("order_tax") && e.0.contains("negative"), "{}", e.0);
-        let Event::Conversion(c) = conv(&format!(r#"{{{base},"order_subtotal":12.5}}"#)).unwrap() else { panic!() };
+        assert!(
+            e.0.contains("order_tax") && e.0.contains("negative"),
+            "{}",
+            e.0
+        );
+        let Event::Conversion(c) = conv(&format!(r#"{{{base},"order_subtotal":12.5}}"#)).unwrap()
+        else {
+            panic!()
+        };
         assert!(c.itemless);
         assert_eq!(c.items[0].unit_price.to_string(), "12.5");
     }

@@ -5,7 +5,7 @@
 //! `{"topic":"actions|invalid_actions|dlq","key":…,"value":…}`. DLQ lines also carry the
 //! headers a Kafka DLQ record would have.
 
-use crate::codec::{dlq_headers, OutputTopic};
+use crate::codec::{OutputTopic, dlq_headers};
 use crate::engine::EngineSettings;
 use crate::processor::{InRecord, OutRecord, Processor};
 use crate::records::{InputTopic, Limits};
@@ -38,7 +38,14 @@ pub struct ReplaySummary {
 
 /// Replays `input` into `output` over an in-memory store.
 pub fn replay(input: impl BufRead, output: impl Write) -> Result<ReplaySummary> {
-    replay_with(input, output, Box::new(MemoryStore::default()), EngineSettings::default(), Limits::default(), now_ms)
+    replay_with(
+        input,
+        output,
+        Box::new(MemoryStore::default()),
+        EngineSettings::default(),
+        Limits::default(),
+        now_ms,
+    )
 }
 
 pub fn now_ms() -> i64 {
@@ -107,11 +114,18 @@ impl ReplaySummary {
     }
 }
 
-fn process_line(p: &mut Processor, text: &str, offset: i64, processed_at: i64, out: &mut Vec<OutRecord>) -> Result<()> {
+fn process_line(
+    p: &mut Processor,
+    text: &str,
+    offset: i64,
+    processed_at: i64,
+    out: &mut Vec<OutRecord>,
+) -> Result<()> {
+    // A line that is not a record is kept whole, as a JSON string.
     let bad = |error: String, topic: &str| {
         OutRecord::Dlq(Box::new(crate::processor::DlqRecord {
             key: None,
-            value: Some(text.as_bytes().to_vec()),
+            value: Some(serde_json::to_vec(text).expect("strings serialize")),
             error,
             source_topic: topic.to_string(),
             partition: 0,
@@ -121,19 +135,31 @@ fn process_line(p: &mut Processor, text: &str, offset: i64, processed_at: i64, o
     let line: Line = match serde_json::from_str(text) {
         Ok(l) => l,
         Err(e) => {
-            out.push(bad(format!("replay line is not a JSON object with `topic`, `key` and `value`: {e}"), "replay"));
+            out.push(bad(
+                format!("replay line is not a JSON object with `topic`, `key` and `value`: {e}"),
+                "replay",
+            ));
             return Ok(());
         }
     };
     let Some(topic) = InputTopic::from_replay_name(line.topic) else {
-        out.push(bad(format!("replay line has unknown topic `{}`", line.topic), line.topic));
+        out.push(bad(
+            format!("replay line has unknown topic `{}`", line.topic),
+            line.topic,
+        ));
         return Ok(());
     };
-    let key: Option<String> = match line.key.map(|k| serde_json::from_str::<Option<String>>(k.get())) {
+    let key: Option<String> = match line
+        .key
+        .map(|k| serde_json::from_str::<Option<String>>(k.get()))
+    {
         None => None,
         Some(Ok(k)) => k,
         Some(Err(_)) => {
-            out.push(bad("replay line's `key` is not a string or null".to_string(), line.topic));
+            out.push(bad(
+                "replay line's `key` is not a string or null".to_string(),
+                line.topic,
+            ));
             return Ok(());
         }
     };

@@ -10,7 +10,7 @@
 use crate::engine::EngineSettings;
 use crate::records::Limits;
 use crate::time::days_to_ms;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -119,7 +119,7 @@ impl Default for Settings {
             log_format: LogFormat::Plain,
             log_level: "info".into(),
             output_format: OutputFormat::Json,
-            retention_margin_days: 7,
+            retention_margin_days: 30,
             topics: Topics::default(),
             kafka: BTreeMap::new(),
             journeys_api: JourneysApi::default(),
@@ -156,7 +156,10 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("LIMITS_MAX_ID_LEN", &["limits", "max_id_len"]),
     ("LIMITS_MAX_URL_LEN", &["limits", "max_url_len"]),
     ("LIMITS_MAX_SUB_IDS", &["limits", "max_sub_ids"]),
-    ("LIMITS_MAX_CLICKS_PER_JOURNEY", &["limits", "max_clicks_per_journey"]),
+    (
+        "LIMITS_MAX_CLICKS_PER_JOURNEY",
+        &["limits", "max_clicks_per_journey"],
+    ),
 ];
 
 /// Settings whose values are numbers or booleans (the rest are strings).
@@ -184,31 +187,46 @@ impl Settings {
         Self::load_from(file, std::env::vars())
     }
 
-    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings> {
         let text = match file {
-            Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read config file {}", f.display()))?,
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read config file {}", f.display()))?,
             None => String::new(),
         };
         Self::parse(&text, env)
     }
 
     pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config file: {e}"))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config file: {e}"))?;
         for (k, v) in env {
-            let Some(name) = k.strip_prefix("ATTRIB_") else { continue };
+            let Some(name) = k.strip_prefix("ATTRIB_") else {
+                continue;
+            };
             if let Some(opt) = name.strip_prefix("KAFKA_") {
                 let opt = opt.to_ascii_lowercase().replace('_', ".");
-                let kafka = table.entry("kafka").or_insert_with(|| toml::Value::Table(Default::default()));
+                let kafka = table
+                    .entry("kafka")
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
                 if let toml::Value::Table(t) = kafka {
                     t.insert(opt, toml::Value::String(v));
                 }
                 continue;
             }
-            let Some((_, path)) = ENV_KEYS.iter().find(|(n, _)| *n == name) else { continue };
+            let Some((_, path)) = ENV_KEYS.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
             let mut t = &mut table;
             for part in &path[..path.len() - 1] {
-                let entry = t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
-                let toml::Value::Table(inner) = entry else { bail!("config key `{part}` must be a table") };
+                let entry = t
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                let toml::Value::Table(inner) = entry else {
+                    bail!("config key `{part}` must be a table")
+                };
                 t = inner;
             }
             t.insert(path[path.len() - 1].to_string(), typed_value(path, &v));
@@ -223,12 +241,22 @@ impl Settings {
         if self.brokers.trim().is_empty() {
             bail!("invalid config: `brokers` is empty");
         }
-        if self.application_id.is_empty() || !self.application_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            bail!("invalid config: `application_id` must be non-empty ASCII letters, digits, `.`, `_` or `-`");
+        if self.application_id.is_empty()
+            || !self
+                .application_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            bail!(
+                "invalid config: `application_id` must be non-empty ASCII letters, digits, `.`, `_` or `-`"
+            );
         }
-        self.http_addr
-            .parse::<SocketAddr>()
-            .with_context(|| format!("invalid config: `http_addr` `{}` is not an address like 0.0.0.0:9464", self.http_addr))?;
+        self.http_addr.parse::<SocketAddr>().with_context(|| {
+            format!(
+                "invalid config: `http_addr` `{}` is not an address like 0.0.0.0:9464",
+                self.http_addr
+            )
+        })?;
         if self.commit_interval_ms == 0 {
             bail!("invalid config: `commit_interval_ms` must be positive");
         }
@@ -256,11 +284,18 @@ impl Settings {
                 bail!("invalid config: `topics.{field}` and `topics.{other}` are both `{name}`");
             }
         }
-        if self.journeys_api.enabled && self.journeys_api.token.as_deref().is_none_or(str::is_empty) {
-            bail!("invalid config: `journeys_api.token` is required when `journeys_api.enabled` is true");
+        if self.journeys_api.enabled && self.journeys_api.token.as_deref().is_none_or(str::is_empty)
+        {
+            bail!(
+                "invalid config: `journeys_api.token` is required when `journeys_api.enabled` is true"
+            );
         }
         let l = &self.limits;
-        if l.max_clicks_per_journey == 0 || l.max_items == 0 || l.max_record_bytes == 0 || l.max_id_len == 0 {
+        if l.max_clicks_per_journey == 0
+            || l.max_items == 0
+            || l.max_record_bytes == 0
+            || l.max_id_len == 0
+        {
             bail!("invalid config: `limits` values must be positive");
         }
         Ok(())
@@ -283,7 +318,11 @@ impl Settings {
             std::env::var("HOSTNAME")
                 .ok()
                 .filter(|h| !h.is_empty())
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
                 .unwrap_or_else(|| "attrib-0".into())
         })
     }
@@ -294,7 +333,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -316,15 +358,25 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field() {
-        let e = Settings::parse("comit_interval_ms = 5", env(&[])).unwrap_err().to_string();
+        let e = Settings::parse("comit_interval_ms = 5", env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("comit_interval_ms"), "{e}");
-        let e = Settings::parse("processing_guarantee = \"twice\"", env(&[])).unwrap_err().to_string();
+        let e = Settings::parse("processing_guarantee = \"twice\"", env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("twice"), "{e}");
-        let e = Settings::parse("", env(&[("ATTRIB_HTTP_ADDR", "nowhere")])).unwrap_err().to_string();
+        let e = Settings::parse("", env(&[("ATTRIB_HTTP_ADDR", "nowhere")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http_addr"), "{e}");
-        let e = Settings::parse("[topics]\nactions = \"attrib.dlq\"", env(&[])).unwrap_err().to_string();
+        let e = Settings::parse("[topics]\nactions = \"attrib.dlq\"", env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("topics.dlq"), "{e}");
-        let e = Settings::parse("[journeys_api]\nenabled = true", env(&[])).unwrap_err().to_string();
+        let e = Settings::parse("[journeys_api]\nenabled = true", env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("journeys_api.token"), "{e}");
     }
 }

@@ -125,7 +125,8 @@ pub struct RocksStore {
 
 impl RocksStore {
     pub fn open(dir: &Path) -> Result<RocksStore> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -136,8 +137,11 @@ impl RocksStore {
         block.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 20));
         block.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&block);
-        let db = rocksdb::DB::open(&opts, dir).with_context(|| format!("cannot open RocksDB at {}", dir.display()))?;
-        Ok(RocksStore { db: std::sync::Arc::new(db) })
+        let db = rocksdb::DB::open(&opts, dir)
+            .with_context(|| format!("cannot open RocksDB at {}", dir.display()))?;
+        Ok(RocksStore {
+            db: std::sync::Arc::new(db),
+        })
     }
 
     /// A shared handle, for readers on other threads (the journeys API).
@@ -147,7 +151,11 @@ impl RocksStore {
 
     /// Live data size in bytes, as RocksDB estimates it.
     pub fn live_size(&self) -> u64 {
-        self.db.property_int_value("rocksdb.estimate-live-data-size").ok().flatten().unwrap_or(0)
+        self.db
+            .property_int_value("rocksdb.estimate-live-data-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 }
 
@@ -180,7 +188,10 @@ impl JourneyStore for RocksStore {
 
     fn scan(&self, partition: i32, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
         let prefix = partition_prefix(partition);
-        let iter = self.db.iterator(rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward));
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            &prefix,
+            rocksdb::Direction::Forward,
+        ));
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
@@ -206,7 +217,11 @@ impl JourneyStore for RocksStore {
     }
 
     fn journeys(&self) -> u64 {
-        self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+        self.db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 }
 
@@ -216,14 +231,52 @@ mod tests {
 
     /// One test body, run against every backend.
     fn exercise(store: &mut dyn JourneyStore) {
-        store.write(3, &[(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"2".to_vec()))], &PartitionMeta { stream_time: 7, ..Default::default() }).unwrap();
-        store.write(4, &[(b"a".to_vec(), Some(b"x".to_vec()))], &PartitionMeta { stream_time: 9, ..Default::default() }).unwrap();
+        store
+            .write(
+                3,
+                &[
+                    (b"a".to_vec(), Some(b"1".to_vec())),
+                    (b"b".to_vec(), Some(b"2".to_vec())),
+                ],
+                &PartitionMeta {
+                    stream_time: 7,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        store
+            .write(
+                4,
+                &[(b"a".to_vec(), Some(b"x".to_vec()))],
+                &PartitionMeta {
+                    stream_time: 9,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         assert_eq!(store.get(3, b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.get(4, b"a").unwrap(), Some(b"x".to_vec()));
-        assert_eq!(store.meta(3).unwrap(), Some(PartitionMeta { stream_time: 7, ..Default::default() }));
-        store.write(3, &[(b"a".to_vec(), None)], &PartitionMeta { stream_time: 8, ..Default::default() }).unwrap();
+        assert_eq!(
+            store.meta(3).unwrap(),
+            Some(PartitionMeta {
+                stream_time: 7,
+                ..Default::default()
+            })
+        );
+        store
+            .write(
+                3,
+                &[(b"a".to_vec(), None)],
+                &PartitionMeta {
+                    stream_time: 8,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         let mut seen = Vec::new();
-        store.scan(3, &mut |k, v| seen.push((k.to_vec(), v.to_vec()))).unwrap();
+        store
+            .scan(3, &mut |k, v| seen.push((k.to_vec(), v.to_vec())))
+            .unwrap();
         assert_eq!(seen, vec![(b"b".to_vec(), b"2".to_vec())]);
         store.drop_partition(3).unwrap();
         assert_eq!(store.get(3, b"b").unwrap(), None);
@@ -242,7 +295,12 @@ mod tests {
         exercise(&mut RocksStore::open(dir.path()).unwrap());
         // Data survives a reopen.
         let mut s = RocksStore::open(&dir.path().join("x")).unwrap();
-        s.write(1, &[(b"k".to_vec(), Some(b"v".to_vec()))], &PartitionMeta::default()).unwrap();
+        s.write(
+            1,
+            &[(b"k".to_vec(), Some(b"v".to_vec()))],
+            &PartitionMeta::default(),
+        )
+        .unwrap();
         drop(s);
         let s = RocksStore::open(&dir.path().join("x")).unwrap();
         assert_eq!(s.get(1, b"k").unwrap(), Some(b"v".to_vec()));

@@ -6,8 +6,8 @@
 
 use crate::money;
 use crate::records::{
-    check_len, invalid, optional_id, parse_json, required, required_id, CreditGroup, CreditPolicy,
-    CustomerStatus, Invalid, Limits, ProgramKind, PromoPolicy, Scope,
+    CreditGroup, CreditPolicy, CustomerStatus, Invalid, Limits, ProgramKind, PromoPolicy, Scope,
+    check_len, invalid, optional_id, parse_json, required, required_id,
 };
 use crate::time::{self, Millis};
 use rust_decimal::Decimal;
@@ -75,7 +75,9 @@ impl Contract {
     }
 
     pub fn covers(&self, event_type: &str) -> bool {
-        self.event_types.as_ref().is_none_or(|ts| ts.iter().any(|e| e == event_type))
+        self.event_types
+            .as_ref()
+            .is_none_or(|ts| ts.iter().any(|e| e == event_type))
     }
 
     pub fn applies(&self, t: Millis, event_type: &str) -> bool {
@@ -157,11 +159,21 @@ impl Tables {
 
     /// The longest locking period, for order retention, in days.
     pub fn max_locking_days(&self) -> i64 {
-        self.programs.values().map(|p| p.locking_days).max().unwrap_or(0).max(crate::engine::DEFAULT_LOCKING_DAYS)
+        self.programs
+            .values()
+            .map(|p| p.locking_days)
+            .max()
+            .unwrap_or(0)
+            .max(crate::engine::DEFAULT_LOCKING_DAYS)
     }
 
     fn recompute_max_window(&mut self) {
-        let p = self.programs.values().map(|p| p.referral_window_days).max().unwrap_or(0);
+        let p = self
+            .programs
+            .values()
+            .map(|p| p.referral_window_days)
+            .max()
+            .unwrap_or(0);
         let c = self
             .contracts
             .values()
@@ -173,7 +185,12 @@ impl Tables {
     }
 
     /// Applies one record of the config topic (`value` None = tombstone).
-    pub fn apply_config(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, limits: &Limits) -> Result<TableChange, Invalid> {
+    pub fn apply_config(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        limits: &Limits,
+    ) -> Result<TableChange, Invalid> {
         let key = table_key_str(key)?;
         let Some(value) = value else {
             return self.delete(key, &["program/", "contract/", "cross_program/"]);
@@ -182,21 +199,30 @@ impl Tables {
         let r: RawConfig = parse_json("config record", value)?;
         let ty = r.kind.as_deref().unwrap_or(kind);
         if !matches!(ty, "program" | "contract" | "cross_program") {
-            return Err(invalid(format!("record of type `{ty}` does not belong on the config topic")));
+            return Err(invalid(format!(
+                "record of type `{ty}` does not belong on the config topic"
+            )));
         }
         match ty {
             "program" => {
                 let p = r.into_program(limits)?;
                 expect_key(key, &format!("program/{}", p.program_id))?;
                 self.check_program_account(&p)?;
-                self.keys.insert(key.to_string(), TableKey::Program(p.program_id.clone()));
+                self.keys
+                    .insert(key.to_string(), TableKey::Program(p.program_id.clone()));
                 self.programs.insert(p.program_id.clone(), p);
             }
             "contract" => {
                 let c = r.into_contract(limits)?;
                 expect_key(key, &format!("contract/{}/{}", c.program_id, c.partner_id))?;
-                self.keys.insert(key.to_string(), TableKey::Contract(c.program_id.clone(), c.partner_id.clone()));
-                self.contracts.entry(c.program_id.clone()).or_default().insert(c.partner_id.clone(), c);
+                self.keys.insert(
+                    key.to_string(),
+                    TableKey::Contract(c.program_id.clone(), c.partner_id.clone()),
+                );
+                self.contracts
+                    .entry(c.program_id.clone())
+                    .or_default()
+                    .insert(c.partner_id.clone(), c);
             }
             _ => {
                 let x = r.into_cross_program(limits)?;
@@ -211,7 +237,10 @@ impl Tables {
                         }
                     }
                 }
-                self.keys.insert(key.to_string(), TableKey::CrossProgram(x.account_id.clone()));
+                self.keys.insert(
+                    key.to_string(),
+                    TableKey::CrossProgram(x.account_id.clone()),
+                );
                 self.cross_programs.insert(x.account_id.clone(), x);
             }
         }
@@ -223,7 +252,10 @@ impl Tables {
     /// account names it (that list would then link programs of two accounts).
     fn check_program_account(&self, p: &Program) -> Result<(), Invalid> {
         for x in self.cross_programs.values() {
-            if x.account_id != p.account_id && x.scope == Scope::Specific && x.programs.contains(&p.program_id) {
+            if x.account_id != p.account_id
+                && x.scope == Scope::Specific
+                && x.programs.contains(&p.program_id)
+            {
                 return Err(invalid(format!(
                     "invalid program: field `account_id` is `{}`, but the cross_program list of account `{}` holds program `{}`",
                     p.account_id, x.account_id, p.program_id
@@ -234,7 +266,12 @@ impl Tables {
     }
 
     /// Applies one record of the promo-codes topic (`value` None = revocation).
-    pub fn apply_promo(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, limits: &Limits) -> Result<TableChange, Invalid> {
+    pub fn apply_promo(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        limits: &Limits,
+    ) -> Result<TableChange, Invalid> {
         let key = table_key_str(key)?;
         let Some(value) = value else {
             return self.delete(key, &[]);
@@ -242,7 +279,9 @@ impl Tables {
         let r: RawPromo = parse_json("promo_code", value)?;
         if let Some(t) = r.kind.as_deref() {
             if t != "promo_code" {
-                return Err(invalid(format!("record of type `{t}` does not belong on the promo-codes topic")));
+                return Err(invalid(format!(
+                    "record of type `{t}` does not belong on the promo-codes topic"
+                )));
             }
         }
         let w = "promo_code";
@@ -257,14 +296,22 @@ impl Tables {
         check_period(w, "valid_from", a.valid_from, "valid_to", a.valid_to)?;
         let upper = a.code.to_ascii_uppercase();
         expect_key(key, &format!("{}/{}", a.program_id, upper))?;
-        self.keys.insert(key.to_string(), TableKey::Promo(a.program_id.clone(), upper.clone()));
-        self.promo_codes.entry(a.program_id.clone()).or_default().insert(upper, a);
+        self.keys.insert(
+            key.to_string(),
+            TableKey::Promo(a.program_id.clone(), upper.clone()),
+        );
+        self.promo_codes
+            .entry(a.program_id.clone())
+            .or_default()
+            .insert(upper, a);
         Ok(TableChange::Upserted)
     }
 
     fn delete(&mut self, key: &str, allowed_prefixes: &[&str]) -> Result<TableChange, Invalid> {
         if !allowed_prefixes.is_empty() && !allowed_prefixes.iter().any(|p| key.starts_with(p)) {
-            return Err(invalid(format!("config tombstone has key `{key}`, which names no config type")));
+            return Err(invalid(format!(
+                "config tombstone has key `{key}`, which names no config type"
+            )));
         }
         let Some(k) = self.keys.remove(key) else {
             return Ok(TableChange::Unchanged);
@@ -299,15 +346,25 @@ fn table_key_str(key: Option<&[u8]>) -> Result<&str, Invalid> {
 
 fn expect_key(key: &str, expected: &str) -> Result<(), Invalid> {
     if key != expected {
-        return Err(invalid(format!("record key `{key}` does not match its value (expected `{expected}`)")));
+        return Err(invalid(format!(
+            "record key `{key}` does not match its value (expected `{expected}`)"
+        )));
     }
     Ok(())
 }
 
-fn check_period(what: &str, from_name: &str, from: Option<Millis>, to_name: &str, to: Option<Millis>) -> Result<(), Invalid> {
+fn check_period(
+    what: &str,
+    from_name: &str,
+    from: Option<Millis>,
+    to_name: &str,
+    to: Option<Millis>,
+) -> Result<(), Invalid> {
     if let (Some(f), Some(t)) = (from, to) {
         if t < f {
-            return Err(invalid(format!("invalid {what}: field `{to_name}` is before `{from_name}`")));
+            return Err(invalid(format!(
+                "invalid {what}: field `{to_name}` is before `{from_name}`"
+            )));
         }
     }
     Ok(())
@@ -386,7 +443,9 @@ struct RawConfig {
 fn non_negative_int(what: &str, field: &str, v: Option<i64>, default: i64) -> Result<i64, Invalid> {
     let v = v.unwrap_or(default);
     if v < 0 {
-        return Err(invalid(format!("invalid {what}: field `{field}` is negative ({v})")));
+        return Err(invalid(format!(
+            "invalid {what}: field `{field}` is negative ({v})"
+        )));
     }
     Ok(v)
 }
@@ -395,17 +454,23 @@ fn rate(what: &str, field: &str, r: RawRate) -> Result<Rate, Invalid> {
     match (r.percent, r.fixed) {
         (Some(p), None) => {
             if p < Decimal::ZERO || p > Decimal::ONE_HUNDRED {
-                return Err(invalid(format!("invalid {what}: field `{field}.percent` is {p}, outside 0–100")));
+                return Err(invalid(format!(
+                    "invalid {what}: field `{field}.percent` is {p}, outside 0–100"
+                )));
             }
             Ok(Rate::Percent(p))
         }
         (None, Some(f)) => {
             if f < Decimal::ZERO {
-                return Err(invalid(format!("invalid {what}: field `{field}.fixed` is negative ({f})")));
+                return Err(invalid(format!(
+                    "invalid {what}: field `{field}.fixed` is negative ({f})"
+                )));
             }
             Ok(Rate::Fixed(f))
         }
-        _ => Err(invalid(format!("invalid {what}: field `{field}` must have exactly one of `percent` or `fixed`"))),
+        _ => Err(invalid(format!(
+            "invalid {what}: field `{field}` must have exactly one of `percent` or `fixed`"
+        ))),
     }
 }
 
@@ -423,11 +488,21 @@ impl RawConfig {
             account_id: required_id(w, "account_id", self.account_id, limits)?,
             kind: self.program_kind.unwrap_or_default(),
             currency: optional_id(w, "currency", self.currency, limits)?,
-            referral_window_days: non_negative_int(w, "referral_window_days", self.referral_window_days, 30)?,
+            referral_window_days: non_negative_int(
+                w,
+                "referral_window_days",
+                self.referral_window_days,
+                30,
+            )?,
             credit_policy: self.credit_policy.unwrap_or_default(),
             time_decay_half_life_days: half_life,
             locking_days: non_negative_int(w, "locking_days", self.locking_days, 45)?,
-            min_click_to_conversion_secs: non_negative_int(w, "min_click_to_conversion_secs", self.min_click_to_conversion_secs, 0)?,
+            min_click_to_conversion_secs: non_negative_int(
+                w,
+                "min_click_to_conversion_secs",
+                self.min_click_to_conversion_secs,
+                0,
+            )?,
         })
     }
 
@@ -457,7 +532,11 @@ impl RawConfig {
                         let r = required(w, &f, g.rate)?;
                         let when = g.when.unwrap_or_default();
                         groups.push(PayoutGroup {
-                            when: When { customer_status: when.customer_status, categories: when.categories, skus: when.skus },
+                            when: When {
+                                customer_status: when.customer_status,
+                                categories: when.categories,
+                                skus: when.skus,
+                            },
                             rate: rate(w, &f, r)?,
                         });
                     }
@@ -465,7 +544,13 @@ impl RawConfig {
                 }
             },
         };
-        check_period(w, "active_from", Some(c.active_from), "active_to", c.active_to)?;
+        check_period(
+            w,
+            "active_from",
+            Some(c.active_from),
+            "active_to",
+            c.active_to,
+        )?;
         if let Some(ts) = &c.event_types {
             for (i, t) in ts.iter().enumerate() {
                 check_len(w, &format!("event_types[{i}]"), t, limits.max_id_len)?;
@@ -497,21 +582,55 @@ mod tests {
     #[test]
     fn bad_config_is_refused_and_the_previous_version_stays() {
         let mut t = Tables::default();
-        apply(&mut t, "program/p1", r#"{"type":"program","program_id":"p1","account_id":"acme","referral_window_days":10}"#).unwrap();
-        let e = apply(&mut t, "program/p1", r#"{"type":"program","program_id":"p1","account_id":"acme","referral_window_days":-1}"#).unwrap_err();
+        apply(
+            &mut t,
+            "program/p1",
+            r#"{"type":"program","program_id":"p1","account_id":"acme","referral_window_days":10}"#,
+        )
+        .unwrap();
+        let e = apply(
+            &mut t,
+            "program/p1",
+            r#"{"type":"program","program_id":"p1","account_id":"acme","referral_window_days":-1}"#,
+        )
+        .unwrap_err();
         assert!(e.0.contains("referral_window_days"), "{}", e.0);
         assert_eq!(t.programs["p1"].referral_window_days, 10);
-        let e = apply(&mut t, "program/p2", r#"{"type":"program","program_id":"p1","account_id":"acme"}"#).unwrap_err();
+        let e = apply(
+            &mut t,
+            "program/p2",
+            r#"{"type":"program","program_id":"p1","account_id":"acme"}"#,
+        )
+        .unwrap_err();
         assert!(e.0.contains("does not match"), "{}", e.0);
         let c = r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"percent":"120"}}}"#;
         let e = apply(&mut t, "contract/p1/pa1", c).unwrap_err();
         assert!(e.0.contains("payout.default.percent"), "{}", e.0);
         let c = r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","active_to":"2025-01-01T00:00:00Z"}"#;
-        assert!(apply(&mut t, "contract/p1/pa1", c).unwrap_err().0.contains("active_to"));
-        apply(&mut t, "program/q1", r#"{"type":"program","program_id":"q1","account_id":"other"}"#).unwrap();
+        assert!(
+            apply(&mut t, "contract/p1/pa1", c)
+                .unwrap_err()
+                .0
+                .contains("active_to")
+        );
+        apply(
+            &mut t,
+            "program/q1",
+            r#"{"type":"program","program_id":"q1","account_id":"other"}"#,
+        )
+        .unwrap();
         let x = r#"{"type":"cross_program","account_id":"acme","enabled":true,"scope":"specific","programs":["p1","q1"]}"#;
-        assert!(apply(&mut t, "cross_program/acme", x).unwrap_err().0.contains("q1"));
-        assert_eq!(t.apply_config(Some(b"program/p1"), None, &Limits::default()).unwrap(), TableChange::Deleted);
+        assert!(
+            apply(&mut t, "cross_program/acme", x)
+                .unwrap_err()
+                .0
+                .contains("q1")
+        );
+        assert_eq!(
+            t.apply_config(Some(b"program/p1"), None, &Limits::default())
+                .unwrap(),
+            TableChange::Deleted
+        );
         assert!(t.programs.is_empty() || !t.programs.contains_key("p1"));
     }
 
@@ -519,10 +638,15 @@ mod tests {
     fn promo_keys_are_upper_case() {
         let mut t = Tables::default();
         let v = r#"{"type":"promo_code","program_id":"p1","code":"Save10","partner_id":"pa2","credit_policy":"always"}"#;
-        assert!(t.apply_promo(Some(b"p1/Save10"), Some(v.as_bytes()), &Limits::default()).is_err());
-        t.apply_promo(Some(b"p1/SAVE10"), Some(v.as_bytes()), &Limits::default()).unwrap();
+        assert!(
+            t.apply_promo(Some(b"p1/Save10"), Some(v.as_bytes()), &Limits::default())
+                .is_err()
+        );
+        t.apply_promo(Some(b"p1/SAVE10"), Some(v.as_bytes()), &Limits::default())
+            .unwrap();
         assert_eq!(t.promo("p1", "SAVE10").unwrap().partner_id, "pa2");
-        t.apply_promo(Some(b"p1/SAVE10"), None, &Limits::default()).unwrap();
+        t.apply_promo(Some(b"p1/SAVE10"), None, &Limits::default())
+            .unwrap();
         assert!(t.promo("p1", "SAVE10").is_none());
     }
 }

@@ -12,7 +12,9 @@ pub const DAY_MS: Millis = 86_400_000;
 
 /// Parses an RFC 3339 timestamp, keeping it to the millisecond (finer digits are dropped).
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// Formats milliseconds as RFC 3339 in UTC with exactly three fractional digits.
@@ -75,7 +77,10 @@ mod tests {
         let ms = parse_rfc3339("2026-11-01T10:00:00.123456Z").unwrap();
         assert_eq!(ms % 1000, 123);
         assert_eq!(format_rfc3339(ms), "2026-11-01T10:00:00.123Z");
-        assert_eq!(parse_rfc3339("2026-11-01T12:00:00+02:00"), parse_rfc3339("2026-11-01T10:00:00Z"));
+        assert_eq!(
+            parse_rfc3339("2026-11-01T12:00:00+02:00"),
+            parse_rfc3339("2026-11-01T10:00:00Z")
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

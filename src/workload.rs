@@ -18,7 +18,11 @@ pub struct GenRecord {
 
 impl GenRecord {
     fn new(topic: InputTopic, key: impl Into<String>, value: String) -> GenRecord {
-        GenRecord { topic, key: Some(key.into()), value: Some(value) }
+        GenRecord {
+            topic,
+            key: Some(key.into()),
+            value: Some(value),
+        }
     }
 
     /// The `replay` line for this record.
@@ -32,7 +36,10 @@ impl GenRecord {
             Some(v) => serde_json::to_string(v).expect("string"),
             None => "null".into(),
         };
-        format!("{{\"topic\":\"{}\",\"key\":{key},\"value\":{value}}}", self.topic.replay_name())
+        format!(
+            "{{\"topic\":\"{}\",\"key\":{key},\"value\":{value}}}",
+            self.topic.replay_name()
+        )
     }
 }
 
@@ -47,7 +54,11 @@ pub struct Workload {
 
 impl Workload {
     pub fn all(&self) -> impl Iterator<Item = &GenRecord> {
-        self.tables.iter().chain(&self.clicks).chain(&self.conversions).chain(&self.changes)
+        self.tables
+            .iter()
+            .chain(&self.clicks)
+            .chain(&self.conversions)
+            .chain(&self.changes)
     }
 }
 
@@ -57,7 +68,16 @@ pub const PROGRAMS: [(&str, &str, &str); 4] = [
     ("outdoor", "standard", "position_based"),
     ("creators", "creator", "time_decay"),
 ];
-pub const PARTNERS: [&str; 8] = ["coupons-r-us", "techblog", "dealfinder", "styleguru", "cashback-co", "newsdaily", "influencer-amy", "podcast-max"];
+pub const PARTNERS: [&str; 8] = [
+    "coupons-r-us",
+    "techblog",
+    "dealfinder",
+    "styleguru",
+    "cashback-co",
+    "newsdaily",
+    "influencer-amy",
+    "podcast-max",
+];
 const CATEGORIES: [&str; 4] = ["shoes", "hats", "jackets", "socks"];
 /// 2026-10-01T00:00:00Z
 const START_MS: i64 = 1_790_812_800_000;
@@ -91,7 +111,11 @@ pub fn generate(seed: u64, clicks: usize, devices: usize) -> Workload {
             }
             let group = ["preferred", "standard", "non_preferred"][(pi * 3 + qi) % 3];
             let window = if qi % 4 == 0 { "14" } else { "null" };
-            let active_to = if qi == 7 { format!("\"{}\"", ts(START_MS + 20 * 86_400_000)) } else { "null".into() };
+            let active_to = if qi == 7 {
+                format!("\"{}\"", ts(START_MS + 20 * 86_400_000))
+            } else {
+                "null".into()
+            };
             let events = if qi == 5 { r#"["lead"]"# } else { "null" };
             w.tables.push(GenRecord::new(
                 InputTopic::Config,
@@ -103,9 +127,18 @@ pub fn generate(seed: u64, clicks: usize, devices: usize) -> Workload {
             ));
         }
     }
-    let codes = [("SAVE10", "coupons-r-us", "always"), ("AMY15", "influencer-amy", "if_involved"), ("DEAL5", "dealfinder", "if_winner"), ("OLD20", "cashback-co", "always")];
+    let codes = [
+        ("SAVE10", "coupons-r-us", "always"),
+        ("AMY15", "influencer-amy", "if_involved"),
+        ("DEAL5", "dealfinder", "if_winner"),
+        ("OLD20", "cashback-co", "always"),
+    ];
     for (code, partner, policy) in codes {
-        let valid_to = if code == "OLD20" { format!("\"{}\"", ts(START_MS)) } else { "null".into() };
+        let valid_to = if code == "OLD20" {
+            format!("\"{}\"", ts(START_MS))
+        } else {
+            "null".into()
+        };
         w.tables.push(GenRecord::new(
             InputTopic::PromoCodes,
             format!("shoes/{code}"),
@@ -115,12 +148,23 @@ pub fn generate(seed: u64, clicks: usize, devices: usize) -> Workload {
         ));
     }
     // Malformed table records.
-    w.tables.push(GenRecord::new(InputTopic::Config, "program/broken", r#"{"type":"program","program_id":"broken","account_id":"acme","referral_window_days":-3}"#.into()));
-    w.tables.push(GenRecord::new(InputTopic::PromoCodes, "shoes/NOPE", r#"{"type":"promo_code","program_id":"shoes","code":"NOPE"}"#.into()));
+    w.tables.push(GenRecord::new(
+        InputTopic::Config,
+        "program/broken",
+        r#"{"type":"program","program_id":"broken","account_id":"acme","referral_window_days":-3}"#
+            .into(),
+    ));
+    w.tables.push(GenRecord::new(
+        InputTopic::PromoCodes,
+        "shoes/NOPE",
+        r#"{"type":"promo_code","program_id":"shoes","code":"NOPE"}"#.into(),
+    ));
 
     // Clicks over 30 days.
     let span = 30 * 86_400_000i64;
-    let mut click_times: Vec<i64> = (0..clicks).map(|_| START_MS + rng.gen_range(0..span)).collect();
+    let mut click_times: Vec<i64> = (0..clicks)
+        .map(|_| START_MS + rng.gen_range(0..span))
+        .collect();
     click_times.sort_unstable();
     let mut last_click: Vec<i64> = vec![0; devices];
     for (i, t) in click_times.iter().enumerate() {
@@ -138,14 +182,26 @@ pub fn generate(seed: u64, clicks: usize, devices: usize) -> Workload {
             i % 3
         )
         .expect("write to string");
-        w.clicks.push(GenRecord::new(InputTopic::Clicks, format!("d-{d}"), v));
+        w.clicks
+            .push(GenRecord::new(InputTopic::Clicks, format!("d-{d}"), v));
         if i % 4000 == 17 {
             // A duplicate click id: ignored.
-            let v = w.clicks.last().expect("pushed").value.clone().expect("value");
-            w.clicks.push(GenRecord::new(InputTopic::Clicks, format!("d-{d}"), v));
+            let v = w
+                .clicks
+                .last()
+                .expect("pushed")
+                .value
+                .clone()
+                .expect("value");
+            w.clicks
+                .push(GenRecord::new(InputTopic::Clicks, format!("d-{d}"), v));
         }
     }
-    w.clicks.push(GenRecord::new(InputTopic::Clicks, "d-0", r#"{"type":"click","program_id":"shoes""#.into()));
+    w.clicks.push(GenRecord::new(
+        InputTopic::Clicks,
+        "d-0",
+        r#"{"type":"click","program_id":"shoes""#.into(),
+    ));
     w.clicks.push(GenRecord::new(InputTopic::Clicks, "d-1", r#"{"type":"click","click_id":"x","program_id":"shoes","partner_id":"techblog","occurred_at":"last tuesday"}"#.into()));
 
     // Conversions: about one per five devices, after the device's last click (or without any).
@@ -153,9 +209,17 @@ pub fn generate(seed: u64, clicks: usize, devices: usize) -> Workload {
     let mut orders = Vec::new();
     for n in 0..conversions {
         let d = rng.gen_range(0..devices);
-        let base = if last_click[d] > 0 { last_click[d] } else { START_MS + span / 2 };
+        let base = if last_click[d] > 0 {
+            last_click[d]
+        } else {
+            START_MS + span / 2
+        };
         let t = base + rng.gen_range(60_000..3 * 86_400_000);
-        let p = if n % 10 == 9 { "creators" } else { PROGRAMS[n % 3].0 };
+        let p = if n % 10 == 9 {
+            "creators"
+        } else {
+            PROGRAMS[n % 3].0
+        };
         let code = match n % 13 {
             0 => r#""save10""#,
             1 => r#""AMY15""#,
@@ -194,14 +258,23 @@ pub fn generate(seed: u64, clicks: usize, devices: usize) -> Workload {
             ts(t),
             if items == "null" { "0" } else { "1.00" }
         );
-        w.conversions.push(GenRecord::new(InputTopic::Conversions, format!("d-{d}"), v.clone()));
+        w.conversions.push(GenRecord::new(
+            InputTopic::Conversions,
+            format!("d-{d}"),
+            v.clone(),
+        ));
         if n % 40 == 11 {
-            w.conversions.push(GenRecord::new(InputTopic::Conversions, format!("d-{d}"), v)); // duplicate order
+            w.conversions
+                .push(GenRecord::new(InputTopic::Conversions, format!("d-{d}"), v)); // duplicate order
         }
         orders.push((d, p, event, n, t));
     }
     w.conversions.push(GenRecord::new(InputTopic::Conversions, "d-2", r#"{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"bad","occurred_at":"2026-10-10T00:00:00Z","items":[{"sku":"A","quantity":-1,"unit_price":"3"}]}"#.into()));
-    w.conversions.push(GenRecord::new(InputTopic::Conversions, "d-3", "\u{1}\u{2}not json at all".into()));
+    w.conversions.push(GenRecord::new(
+        InputTopic::Conversions,
+        "d-3",
+        "\u{1}\u{2}not json at all".into(),
+    ));
     for (i, (d, p, event, n, t)) in orders.iter().enumerate() {
         if i % 15 == 2 {
             w.changes.push(GenRecord::new(

@@ -7,7 +7,9 @@ use attrib::settings::Guarantee;
 
 #[test]
 fn end_to_end_on_a_real_broker_exactly_once() {
-    let Some(brokers) = common::real_broker() else { return };
+    let Some(brokers) = common::real_broker() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
     common::create_topics(&brokers, &common::topics_of(&s, 2));

@@ -4,8 +4,16 @@ use std::path::Path;
 use std::process::Command;
 
 fn replay(input: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_attrib")).arg("replay").arg(input).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_attrib"))
+        .arg("replay")
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -58,5 +66,8 @@ fn replay_writes_to_a_file_and_reads_stdin() {
         .unwrap();
     assert!(status.success());
     let from_file = normalise(&std::fs::read_to_string(&out).unwrap());
-    assert_eq!(from_file, std::fs::read_to_string("tests/data/small.expected.jsonl").unwrap());
+    assert_eq!(
+        from_file,
+        std::fs::read_to_string("tests/data/small.expected.jsonl").unwrap()
+    );
 }

@@ -3,7 +3,7 @@
 use attrib::engine::{self, Clock, EngineSettings};
 use attrib::journey::Journey;
 use attrib::output::{Action, InvalidAction, Output};
-use attrib::records::{decode_click, decode_conversion_topic, Event, Limits};
+use attrib::records::{Event, Limits, decode_click, decode_conversion_topic};
 use attrib::tables::Tables;
 use attrib::time::parse_rfc3339;
 
@@ -20,17 +20,31 @@ fn t(s: &str) -> i64 {
 
 impl World {
     fn new() -> World {
-        let mut w = World { tables: Tables::default(), journey: Journey::default(), settings: EngineSettings::default(), stream_time: 0 };
+        let mut w = World {
+            tables: Tables::default(),
+            journey: Journey::default(),
+            settings: EngineSettings::default(),
+            stream_time: 0,
+        };
         w.program("p1", r#""account_id":"acme""#);
         w
     }
 
     fn config(&mut self, key: &str, value: &str) {
-        self.tables.apply_config(Some(key.as_bytes()), Some(value.as_bytes()), &Limits::default()).unwrap();
+        self.tables
+            .apply_config(
+                Some(key.as_bytes()),
+                Some(value.as_bytes()),
+                &Limits::default(),
+            )
+            .unwrap();
     }
 
     fn program(&mut self, id: &str, extra: &str) {
-        self.config(&format!("program/{id}"), &format!(r#"{{"type":"program","program_id":"{id}",{extra}}}"#));
+        self.config(
+            &format!("program/{id}"),
+            &format!(r#"{{"type":"program","program_id":"{id}",{extra}}}"#),
+        );
     }
 
     fn contract(&mut self, program: &str, partner: &str, extra: &str) {
@@ -42,22 +56,42 @@ impl World {
     }
 
     fn promo(&mut self, program: &str, code: &str, partner: &str, policy: &str, extra: &str) {
-        let v = format!(r#"{{"type":"promo_code","program_id":"{program}","code":"{code}","partner_id":"{partner}","credit_policy":"{policy}"{extra}}}"#);
+        let v = format!(
+            r#"{{"type":"promo_code","program_id":"{program}","code":"{code}","partner_id":"{partner}","credit_policy":"{policy}"{extra}}}"#
+        );
         self.tables
-            .apply_promo(Some(format!("{program}/{}", code.to_ascii_uppercase()).as_bytes()), Some(v.as_bytes()), &Limits::default())
+            .apply_promo(
+                Some(format!("{program}/{}", code.to_ascii_uppercase()).as_bytes()),
+                Some(v.as_bytes()),
+                &Limits::default(),
+            )
             .unwrap();
     }
 
     fn apply(&mut self, e: Event) -> Vec<Output> {
         self.stream_time = self.stream_time.max(e.occurred_at());
         let mut out = Vec::new();
-        engine::apply(&mut self.journey, &self.tables, &self.settings, &e, Clock { processed_at: 0, stream_time: self.stream_time }, &mut out);
+        engine::apply(
+            &mut self.journey,
+            &self.tables,
+            &self.settings,
+            &e,
+            Clock {
+                processed_at: 0,
+                stream_time: self.stream_time,
+            },
+            &mut out,
+        );
         out
     }
 
     fn click(&mut self, id: &str, program: &str, partner: &str, at: &str) {
-        let v = format!(r#"{{"click_id":"{id}","program_id":"{program}","partner_id":"{partner}","occurred_at":"{at}","shared_id":"s-{id}","sub_ids":["x"]}}"#);
-        let out = self.apply(Event::Click(decode_click(v.as_bytes(), &Limits::default()).unwrap()));
+        let v = format!(
+            r#"{{"click_id":"{id}","program_id":"{program}","partner_id":"{partner}","occurred_at":"{at}","shared_id":"s-{id}","sub_ids":["x"]}}"#
+        );
+        let out = self.apply(Event::Click(
+            decode_click(v.as_bytes(), &Limits::default()).unwrap(),
+        ));
         assert!(out.is_empty());
     }
 
@@ -79,7 +113,10 @@ impl World {
 fn action(o: Output) -> Box<Action> {
     match o {
         Output::Action(a) => a,
-        Output::Invalid(i) => panic!("expected an action, got invalid {:?}: {:?}", i.reason, i.detail),
+        Output::Invalid(i) => panic!(
+            "expected an action, got invalid {:?}: {:?}",
+            i.reason, i.detail
+        ),
     }
 }
 
@@ -95,7 +132,10 @@ fn reason(o: Output) -> &'static str {
 }
 
 fn partners(a: &Action) -> Vec<(&str, String)> {
-    a.credits.iter().map(|c| (c.partner_id.as_str(), c.weight.to_string())).collect()
+    a.credits
+        .iter()
+        .map(|c| (c.partner_id.as_str(), c.weight.to_string()))
+        .collect()
 }
 
 // ---- rule 1: eligibility ---------------------------------------------------------------------
@@ -107,7 +147,10 @@ fn window_end_is_inclusive_and_one_ms_later_is_outside() {
     w.click("c1", "p1", "pa1", "2026-10-01T00:00:00Z");
     let a = action(w.convert("o1", "2026-10-31T00:00:00Z", ""));
     assert_eq!(partners(&a), vec![("pa1", "1.000000".into())]);
-    assert_eq!(reason(w.convert("o2", "2026-10-31T00:00:00.001Z", "")), "outside_referral_window");
+    assert_eq!(
+        reason(w.convert("o2", "2026-10-31T00:00:00.001Z", "")),
+        "outside_referral_window"
+    );
 }
 
 #[test]
@@ -115,22 +158,40 @@ fn a_contract_window_overrides_the_program_window() {
     let mut w = World::new();
     w.contract("p1", "pa1", r#""referral_window_days":2"#);
     w.click("c1", "p1", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-03T00:00:01Z", "")), "outside_referral_window");
-    assert!(matches!(w.convert("o2", "2026-10-03T00:00:00Z", ""), Output::Action(_)));
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-03T00:00:01Z", "")),
+        "outside_referral_window"
+    );
+    assert!(matches!(
+        w.convert("o2", "2026-10-03T00:00:00Z", ""),
+        Output::Action(_)
+    ));
 }
 
 #[test]
 fn clicks_after_the_conversion_or_too_close_do_not_count() {
     let mut w = World::new();
-    w.program("p1", r#""account_id":"acme","min_click_to_conversion_secs":60"#);
+    w.program(
+        "p1",
+        r#""account_id":"acme","min_click_to_conversion_secs":60"#,
+    );
     w.contract("p1", "pa1", "");
     w.click("c1", "p1", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-01T00:00:59Z", "")), "outside_referral_window");
-    assert!(matches!(w.convert("o2", "2026-10-01T00:01:00Z", ""), Output::Action(_)));
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-01T00:00:59Z", "")),
+        "outside_referral_window"
+    );
+    assert!(matches!(
+        w.convert("o2", "2026-10-01T00:01:00Z", ""),
+        Output::Action(_)
+    ));
     let mut w = World::new();
     w.contract("p1", "pa1", "");
     w.click("c1", "p1", "pa1", "2026-10-02T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-01T00:00:00Z", "")), "outside_referral_window");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-01T00:00:00Z", "")),
+        "outside_referral_window"
+    );
 }
 
 #[test]
@@ -138,8 +199,14 @@ fn a_contract_ending_exactly_at_t_is_not_active() {
     let mut w = World::new();
     w.contract("p1", "pa1", r#""active_to":"2026-10-05T00:00:00Z""#);
     w.click("c1", "p1", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-05T00:00:00Z", "")), "partner_not_active");
-    assert!(matches!(w.convert("o2", "2026-10-04T23:59:59.999Z", ""), Output::Action(_)));
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-05T00:00:00Z", "")),
+        "partner_not_active"
+    );
+    assert!(matches!(
+        w.convert("o2", "2026-10-04T23:59:59.999Z", ""),
+        Output::Action(_)
+    ));
 }
 
 #[test]
@@ -149,7 +216,10 @@ fn event_types_of_the_contract() {
     w.contract("p1", "pa2", r#""event_types":[]"#);
     w.click("c1", "p1", "pa1", "2026-10-01T00:00:00Z");
     w.click("c2", "p1", "pa2", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-02T00:00:00Z", "")), "event_type_not_in_contract");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-02T00:00:00Z", "")),
+        "event_type_not_in_contract"
+    );
 }
 
 #[test]
@@ -163,7 +233,10 @@ fn cross_program_tracking() {
         w.contract("p1", "pa1", "");
         w.contract("p1", "pa2", "");
         w.contract("p1", "pa3", "");
-        w.config("cross_program/acme", &format!(r#"{{"type":"cross_program","account_id":"acme","enabled":true,{scope}}}"#));
+        w.config(
+            "cross_program/acme",
+            &format!(r#"{{"type":"cross_program","account_id":"acme","enabled":true,{scope}}}"#),
+        );
         w
     };
     // scope all: a click in p2 counts for p1, as a cross-program click.
@@ -174,19 +247,34 @@ fn cross_program_tracking() {
     // specific: only listed programs.
     let mut w = setup(r#""scope":"specific","programs":["p1","p2"]"#);
     w.click("c1", "p3", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-02T00:00:00Z", "")), "no_valid_referrer");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-02T00:00:00Z", "")),
+        "no_valid_referrer"
+    );
     w.click("c2", "p2", "pa2", "2026-10-01T00:00:00Z");
-    assert_eq!(action(w.convert("o2", "2026-10-02T00:00:00Z", "")).credits[0].partner_id, "pa2");
+    assert_eq!(
+        action(w.convert("o2", "2026-10-02T00:00:00Z", "")).credits[0].partner_id,
+        "pa2"
+    );
     // a creator program's clicks never count elsewhere, nor another account's.
     let mut w = setup(r#""scope":"all""#);
     w.click("c1", "cr", "pa1", "2026-10-01T00:00:00Z");
     w.click("c2", "other", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-02T00:00:00Z", "")), "no_valid_referrer");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-02T00:00:00Z", "")),
+        "no_valid_referrer"
+    );
     // disabled: nothing crosses.
     let mut w = setup(r#""scope":"all""#);
-    w.config("cross_program/acme", r#"{"type":"cross_program","account_id":"acme","enabled":false}"#);
+    w.config(
+        "cross_program/acme",
+        r#"{"type":"cross_program","account_id":"acme","enabled":false}"#,
+    );
     w.click("c1", "p2", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-02T00:00:00Z", "")), "no_valid_referrer");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-02T00:00:00Z", "")),
+        "no_valid_referrer"
+    );
 }
 
 #[test]
@@ -194,12 +282,23 @@ fn a_creator_program_gets_no_cross_program_credit_but_its_own_clicks_count() {
     let mut w = World::new();
     w.program("p1", r#""account_id":"acme","kind":"creator""#);
     w.program("p2", r#""account_id":"acme""#);
-    w.config("cross_program/acme", r#"{"type":"cross_program","account_id":"acme","enabled":true,"scope":"all"}"#);
+    w.config(
+        "cross_program/acme",
+        r#"{"type":"cross_program","account_id":"acme","enabled":true,"scope":"all"}"#,
+    );
     w.contract("p1", "pa1", "");
     w.click("c1", "p2", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-02T00:00:00Z", "")), "no_valid_referrer");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-02T00:00:00Z", "")),
+        "no_valid_referrer"
+    );
     w.click("c2", "p1", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(action(w.convert("o2", "2026-10-02T00:00:00Z", "")).credits[0].referral_type.as_str(), "click");
+    assert_eq!(
+        action(w.convert("o2", "2026-10-02T00:00:00Z", "")).credits[0]
+            .referral_type
+            .as_str(),
+        "click"
+    );
 }
 
 // ---- rules 2, 3, 5: participations, credit groups, policies ------------------------------------
@@ -226,7 +325,10 @@ fn same_time_clicks_the_later_record_counts_as_later() {
     w.contract("p1", "pa2", "");
     w.click("c1", "p1", "pa2", "2026-10-01T00:00:00Z");
     w.click("c2", "p1", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(action(w.convert("o1", "2026-10-04T00:00:00Z", "")).credits[0].partner_id, "pa1");
+    assert_eq!(
+        action(w.convert("o1", "2026-10-04T00:00:00Z", "")).credits[0].partner_id,
+        "pa1"
+    );
 }
 
 #[test]
@@ -252,15 +354,30 @@ fn only_the_highest_credit_group_competes() {
     w.click("c1", "p1", "pa2", "2026-10-01T00:00:00Z");
     w.click("c2", "p1", "pa1", "2026-10-02T00:00:00Z");
     w.click("c3", "p1", "pa3", "2026-10-03T00:00:00Z");
-    assert_eq!(partners(&action(w.convert("o1", "2026-10-04T00:00:00Z", ""))), vec![("pa2", "1.000000".into())]);
+    assert_eq!(
+        partners(&action(w.convert("o1", "2026-10-04T00:00:00Z", ""))),
+        vec![("pa2", "1.000000".into())]
+    );
 }
 
 fn multi(policy: &str, n: usize) -> Box<Action> {
     let mut w = World::new();
-    w.program("p1", &format!(r#""account_id":"acme","credit_policy":"{policy}","time_decay_half_life_days":1"#));
+    w.program(
+        "p1",
+        &format!(r#""account_id":"acme","credit_policy":"{policy}","time_decay_half_life_days":1"#),
+    );
     for i in 0..n {
-        w.contract("p1", &format!("pa{i}"), r#""payout":{"default":{"percent":"10"}}"#);
-        w.click(&format!("c{i}"), "p1", &format!("pa{i}"), &format!("2026-10-0{}T00:00:00Z", i + 1));
+        w.contract(
+            "p1",
+            &format!("pa{i}"),
+            r#""payout":{"default":{"percent":"10"}}"#,
+        );
+        w.click(
+            &format!("c{i}"),
+            "p1",
+            &format!("pa{i}"),
+            &format!("2026-10-0{}T00:00:00Z", i + 1),
+        );
     }
     action(w.convert("o1", "2026-10-09T00:00:00Z", ""))
 }
@@ -268,7 +385,14 @@ fn multi(policy: &str, n: usize) -> Box<Action> {
 #[test]
 fn linear_weights_round_and_the_latest_takes_the_rest() {
     let a = multi("linear", 3);
-    assert_eq!(partners(&a), vec![("pa0", "0.333333".into()), ("pa1", "0.333333".into()), ("pa2", "0.333334".into())]);
+    assert_eq!(
+        partners(&a),
+        vec![
+            ("pa0", "0.333333".into()),
+            ("pa1", "0.333333".into()),
+            ("pa2", "0.333334".into())
+        ]
+    );
     // payout = 10.00; credit payouts from the exact weights: 3.333333, 3.333333, rest 3.333334
     assert_eq!(a.payout.to_string(), "10.000000");
     let pays: Vec<String> = a.credits.iter().map(|c| c.payout.to_string()).collect();
@@ -277,13 +401,31 @@ fn linear_weights_round_and_the_latest_takes_the_rest() {
 
 #[test]
 fn position_based_weights() {
-    assert_eq!(multi("position_based", 1).credits[0].weight.to_string(), "1.000000");
-    let two: Vec<String> = multi("position_based", 2).credits.iter().map(|c| c.weight.to_string()).collect();
+    assert_eq!(
+        multi("position_based", 1).credits[0].weight.to_string(),
+        "1.000000"
+    );
+    let two: Vec<String> = multi("position_based", 2)
+        .credits
+        .iter()
+        .map(|c| c.weight.to_string())
+        .collect();
     assert_eq!(two, ["0.500000", "0.500000"]);
-    let four: Vec<String> = multi("position_based", 4).credits.iter().map(|c| c.weight.to_string()).collect();
+    let four: Vec<String> = multi("position_based", 4)
+        .credits
+        .iter()
+        .map(|c| c.weight.to_string())
+        .collect();
     assert_eq!(four, ["0.400000", "0.100000", "0.100000", "0.400000"]);
-    let five: Vec<String> = multi("position_based", 5).credits.iter().map(|c| c.weight.to_string()).collect();
-    assert_eq!(five, ["0.400000", "0.066667", "0.066667", "0.066667", "0.399999"]);
+    let five: Vec<String> = multi("position_based", 5)
+        .credits
+        .iter()
+        .map(|c| c.weight.to_string())
+        .collect();
+    assert_eq!(
+        five,
+        ["0.400000", "0.066667", "0.066667", "0.066667", "0.399999"]
+    );
 }
 
 #[test]
@@ -301,9 +443,23 @@ fn time_decay_weights() {
 
 fn promo_world(policy: &str, code_group: &str, click_group: &str) -> World {
     let mut w = World::new();
-    w.contract("p1", "clicker", &format!(r#""credit_group":"{click_group}""#));
-    w.contract("p1", "coder", &format!(r#""credit_group":"{code_group}","payout":{{"default":{{"percent":"5"}}}}"#));
-    w.promo("p1", "Save10", "coder", policy, r#","valid_from":"2026-10-04T00:00:00Z""#);
+    w.contract(
+        "p1",
+        "clicker",
+        &format!(r#""credit_group":"{click_group}""#),
+    );
+    w.contract(
+        "p1",
+        "coder",
+        &format!(r#""credit_group":"{code_group}","payout":{{"default":{{"percent":"5"}}}}"#),
+    );
+    w.promo(
+        "p1",
+        "Save10",
+        "coder",
+        policy,
+        r#","valid_from":"2026-10-04T00:00:00Z""#,
+    );
     w.click("c1", "p1", "clicker", "2026-10-01T00:00:00Z");
     w
 }
@@ -314,29 +470,64 @@ fn an_always_code_beats_clicks_of_its_own_group_but_not_higher_groups() {
     let a = action(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"save10""#));
     assert_eq!(partners(&a), vec![("coder", "1.000000".into())]);
     let c = &a.credits[0];
-    assert_eq!((c.referral_type.as_str(), c.promo_code.as_deref(), c.click_id.as_deref()), ("promo_code", Some("save10"), None));
+    assert_eq!(
+        (
+            c.referral_type.as_str(),
+            c.promo_code.as_deref(),
+            c.click_id.as_deref()
+        ),
+        ("promo_code", Some("save10"), None)
+    );
     assert_eq!(c.referring_at, t("2026-10-04T00:00:00Z"));
     assert!(c.sub_ids.is_empty());
     assert_eq!(a.promo_code.as_deref(), Some("save10"));
     assert_eq!(a.payout.to_string(), "5.000000");
     let mut w = promo_world("always", "standard", "preferred");
-    assert_eq!(action(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"SAVE10""#)).credits[0].partner_id, "clicker");
+    assert_eq!(
+        action(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"SAVE10""#)).credits[0]
+            .partner_id,
+        "clicker"
+    );
 }
 
 #[test]
 fn a_code_valid_from_exactly_t_counts_and_one_ms_earlier_does_not() {
     let mut w = World::new();
     w.contract("p1", "coder", "");
-    w.promo("p1", "Save10", "coder", "always", r#","valid_from":"2026-10-04T00:00:00Z","valid_to":"2026-10-05T00:00:00Z""#);
-    assert_eq!(reason(w.convert("o0", "2026-10-03T23:59:59.999Z", r#","promo_code":"save10""#)), "promo_code_not_assigned");
-    assert_eq!(action(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"save10""#)).credits[0].partner_id, "coder");
-    assert_eq!(reason(w.convert("o2", "2026-10-05T00:00:00Z", r#","promo_code":"save10""#)), "promo_code_not_assigned");
+    w.promo(
+        "p1",
+        "Save10",
+        "coder",
+        "always",
+        r#","valid_from":"2026-10-04T00:00:00Z","valid_to":"2026-10-05T00:00:00Z""#,
+    );
+    assert_eq!(
+        reason(w.convert(
+            "o0",
+            "2026-10-03T23:59:59.999Z",
+            r#","promo_code":"save10""#
+        )),
+        "promo_code_not_assigned"
+    );
+    assert_eq!(
+        action(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"save10""#)).credits[0]
+            .partner_id,
+        "coder"
+    );
+    assert_eq!(
+        reason(w.convert("o2", "2026-10-05T00:00:00Z", r#","promo_code":"save10""#)),
+        "promo_code_not_assigned"
+    );
 }
 
 #[test]
 fn if_involved_needs_a_participation_of_the_codes_partner() {
     let mut w = promo_world("if_involved", "preferred", "preferred");
-    assert_eq!(action(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"save10""#)).credits[0].partner_id, "clicker");
+    assert_eq!(
+        action(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"save10""#)).credits[0]
+            .partner_id,
+        "clicker"
+    );
     w.click("c2", "p1", "coder", "2026-10-01T00:00:00Z");
     w.click("c3", "p1", "clicker", "2026-10-02T00:00:00Z");
     let a = action(w.convert("o2", "2026-10-04T00:00:00Z", r#","promo_code":"save10""#));
@@ -366,8 +557,14 @@ fn invalid_codes_never_credit_but_are_reported() {
     assert_eq!(a.promo_code.as_deref(), Some("NOPE"));
     let mut w = World::new();
     w.promo("p1", "X", "ghost", "always", "");
-    assert_eq!(reason(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"x""#)), "partner_not_active");
-    assert_eq!(reason(w.convert("o2", "2026-10-04T00:00:00Z", r#","promo_code":"y""#)), "promo_code_not_assigned");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-04T00:00:00Z", r#","promo_code":"x""#)),
+        "partner_not_active"
+    );
+    assert_eq!(
+        reason(w.convert("o2", "2026-10-04T00:00:00Z", r#","promo_code":"y""#)),
+        "promo_code_not_assigned"
+    );
 }
 
 // ---- rule 6: payouts ----------------------------------------------------------------------------
@@ -399,12 +596,21 @@ fn itemless_conversions_and_contracts_without_payout() {
     w.contract("p1", "pa2", "");
     w.click("c1", "p1", "pa1", "2026-10-01T00:00:00Z");
     let a = action(w.record(r#"{"program_id":"p1","event_type":"signup","order_id":"L1","occurred_at":"2026-10-02T00:00:00Z","order_subtotal":"40"}"#));
-    assert_eq!((a.amount.to_string(), a.payout.to_string()), ("40.000000".into(), "3.000000".into()));
+    assert_eq!(
+        (a.amount.to_string(), a.payout.to_string()),
+        ("40.000000".into(), "3.000000".into())
+    );
     let a = action(w.record(r#"{"program_id":"p1","event_type":"signup","order_id":"L2","occurred_at":"2026-10-02T00:00:00Z"}"#));
-    assert_eq!((a.amount.to_string(), a.payout.to_string()), ("0.000000".into(), "0.000000".into()));
+    assert_eq!(
+        (a.amount.to_string(), a.payout.to_string()),
+        ("0.000000".into(), "0.000000".into())
+    );
     w.click("c2", "p1", "pa2", "2026-10-01T01:00:00Z");
     let a = action(w.record(r#"{"program_id":"p1","event_type":"signup","order_id":"L3","occurred_at":"2026-10-02T00:00:00Z","order_subtotal":"40"}"#));
-    assert_eq!((a.credits[0].partner_id.as_str(), a.payout.to_string()), ("pa2", "0.000000".into()));
+    assert_eq!(
+        (a.credits[0].partner_id.as_str(), a.payout.to_string()),
+        ("pa2", "0.000000".into())
+    );
 }
 
 // ---- rules 7, 8: reasons and duplicates ------------------------------------------------------------
@@ -415,7 +621,11 @@ fn unknown_program_leaves_no_trace() {
     let o = w.record(r#"{"program_id":"nope","event_type":"sale","order_id":"o1","occurred_at":"2026-10-02T00:00:00Z"}"#);
     assert_eq!(reason(o), "unknown_program");
     let o = w.record(r#"{"program_id":"nope","event_type":"sale","order_id":"o1","occurred_at":"2026-10-02T00:00:00Z"}"#);
-    assert_eq!(reason(o), "unknown_program", "not a duplicate: the first left no trace");
+    assert_eq!(
+        reason(o),
+        "unknown_program",
+        "not a duplicate: the first left no trace"
+    );
     assert!(w.journey.orders.is_empty());
 }
 
@@ -423,11 +633,23 @@ fn unknown_program_leaves_no_trace() {
 fn duplicates_leave_the_earlier_outcome_untouched() {
     let mut w = World::new();
     w.contract("p1", "pa1", "");
-    assert_eq!(reason(w.convert("o1", "2026-10-02T00:00:00Z", "")), "no_valid_referrer");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-02T00:00:00Z", "")),
+        "no_valid_referrer"
+    );
     w.click("c1", "p1", "pa1", "2026-10-02T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-03T00:00:00Z", "")), "duplicate_order");
-    assert!(matches!(w.convert("o2", "2026-10-03T00:00:00Z", ""), Output::Action(_)));
-    assert_eq!(reason(w.convert("o2", "2026-10-03T00:00:00Z", "")), "duplicate_order");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-03T00:00:00Z", "")),
+        "duplicate_order"
+    );
+    assert!(matches!(
+        w.convert("o2", "2026-10-03T00:00:00Z", ""),
+        Output::Action(_)
+    ));
+    assert_eq!(
+        reason(w.convert("o2", "2026-10-03T00:00:00Z", "")),
+        "duplicate_order"
+    );
 }
 
 #[test]
@@ -436,12 +658,21 @@ fn reason_precedence_over_the_journeys_clicks() {
     w.program("p2", r#""account_id":"acme""#);
     w.contract("p1", "pa1", r#""active_to":"2026-01-02T00:00:00Z""#);
     w.click("c0", "p2", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o1", "2026-10-02T00:00:00Z", "")), "no_valid_referrer");
+    assert_eq!(
+        reason(w.convert("o1", "2026-10-02T00:00:00Z", "")),
+        "no_valid_referrer"
+    );
     // 32 days old: outside the 30-day window (but inside retention, 30 days + the margin).
     w.click("c1", "p1", "pa1", "2026-08-31T00:00:00Z");
-    assert_eq!(reason(w.convert("o2", "2026-10-02T00:00:00Z", "")), "outside_referral_window");
+    assert_eq!(
+        reason(w.convert("o2", "2026-10-02T00:00:00Z", "")),
+        "outside_referral_window"
+    );
     w.click("c2", "p1", "pa1", "2026-10-01T00:00:00Z");
-    assert_eq!(reason(w.convert("o3", "2026-10-02T00:00:00Z", "")), "partner_not_active");
+    assert_eq!(
+        reason(w.convert("o3", "2026-10-02T00:00:00Z", "")),
+        "partner_not_active"
+    );
 }
 
 // ---- rule 9: modifications and reversals ------------------------------------------------------------
@@ -454,28 +685,58 @@ fn modifications_reversals_deltas_and_locking() {
     w.click("c1", "p1", "pa1", "2026-10-01T00:00:00Z");
     let base = r#""program_id":"p1","event_type":"sale","order_id":"o1""#;
     let a = action(w.record(&format!(r#"{{{base},"occurred_at":"2026-10-02T00:00:00Z","order_discount":"10","items":[{{"sku":"A","quantity":2,"unit_price":"30"}},{{"sku":"B","quantity":1,"unit_price":"40"}}]}}"#)));
-    assert_eq!((a.amount.to_string(), a.payout.to_string()), ("90.000000".into(), "9.000000".into()));
+    assert_eq!(
+        (a.amount.to_string(), a.payout.to_string()),
+        ("90.000000".into(), "9.000000".into())
+    );
     assert_eq!(a.locking_at, t("2026-10-12T00:00:00Z"));
     // Remove A; the discount is shared again over what remains (40 − 10).
     let m = action(w.record(&format!(r#"{{"type":"modification",{base},"occurred_at":"2026-10-03T00:00:00Z","items":[{{"sku":"A","quantity":0}},{{"sku":"Z","quantity":5}}]}}"#)));
     assert_eq!(m.change.as_str(), "modified");
     assert_eq!(m.action_id, a.action_id);
-    assert_eq!((m.amount.to_string(), m.delta_amount.to_string()), ("30.000000".into(), "-60.000000".into()));
-    assert_eq!((m.payout.to_string(), m.delta_payout.to_string()), ("3.000000".into(), "-6.000000".into()));
+    assert_eq!(
+        (m.amount.to_string(), m.delta_amount.to_string()),
+        ("30.000000".into(), "-60.000000".into())
+    );
+    assert_eq!(
+        (m.payout.to_string(), m.delta_payout.to_string()),
+        ("3.000000".into(), "-6.000000".into())
+    );
     assert_eq!(m.credits[0].payout.to_string(), "3.000000");
     assert_eq!(m.occurred_at, a.occurred_at);
     // Discount larger than what remains: capped at the items' total.
     let m = action(w.record(&format!(r#"{{"type":"modification",{base},"occurred_at":"2026-10-03T00:00:00Z","items":[{{"sku":"B","quantity":0}},{{"sku":"A","quantity":0}}]}}"#)));
-    assert_eq!((m.amount.to_string(), m.delta_amount.to_string()), ("0.000000".into(), "-30.000000".into()));
-    let r = action(w.record(&format!(r#"{{"type":"reversal",{base},"occurred_at":"2026-10-11T23:59:59.999Z"}}"#)));
-    assert_eq!((r.change.as_str(), r.payout.to_string(), r.delta_payout.to_string()), ("reversed", "0.000000".into(), "0.000000".into()));
+    assert_eq!(
+        (m.amount.to_string(), m.delta_amount.to_string()),
+        ("0.000000".into(), "-30.000000".into())
+    );
+    let r = action(w.record(&format!(
+        r#"{{"type":"reversal",{base},"occurred_at":"2026-10-11T23:59:59.999Z"}}"#
+    )));
+    assert_eq!(
+        (
+            r.change.as_str(),
+            r.payout.to_string(),
+            r.delta_payout.to_string()
+        ),
+        ("reversed", "0.000000".into(), "0.000000".into())
+    );
     assert_eq!(r.state, attrib::output::State::Reversed);
     // After locking (but inside retention) a reversed action still answers already_reversed.
-    assert_eq!(reason(w.record(&format!(r#"{{"type":"reversal",{base},"occurred_at":"2026-10-15T00:00:00Z"}}"#))), "already_reversed");
+    assert_eq!(
+        reason(w.record(&format!(
+            r#"{{"type":"reversal",{base},"occurred_at":"2026-10-15T00:00:00Z"}}"#
+        ))),
+        "already_reversed"
+    );
     // Locking: a change at the locking time is refused.
     let base2 = r#""program_id":"p1","event_type":"sale","order_id":"o2""#;
-    action(w.record(&format!(r#"{{{base2},"occurred_at":"2026-10-02T00:00:00Z","order_subtotal":"10"}}"#)));
-    let i = invalid(w.record(&format!(r#"{{"type":"reversal",{base2},"occurred_at":"2026-10-12T00:00:00Z"}}"#)));
+    action(w.record(&format!(
+        r#"{{{base2},"occurred_at":"2026-10-02T00:00:00Z","order_subtotal":"10"}}"#
+    )));
+    let i = invalid(w.record(&format!(
+        r#"{{"type":"reversal",{base2},"occurred_at":"2026-10-12T00:00:00Z"}}"#
+    )));
     assert_eq!(i.reason.as_str(), "action_locked");
     assert_eq!(i.occurred_at, t("2026-10-12T00:00:00Z"));
     assert_eq!(reason(w.record(r#"{"type":"modification","program_id":"p1","event_type":"sale","order_id":"o9","occurred_at":"2026-10-05T00:00:00Z"}"#)), "unknown_order");
@@ -490,7 +751,10 @@ fn itemless_modification_sets_a_new_subtotal_and_test_flags_carry() {
     assert!(a.test);
     let m = action(w.record(r#"{"type":"modification","program_id":"p1","event_type":"lead","order_id":"L","occurred_at":"2026-10-03T00:00:00Z","order_subtotal":"20"}"#));
     assert!(m.test);
-    assert_eq!((m.amount.to_string(), m.delta_payout.to_string()), ("20.000000".into(), "-3.000000".into()));
+    assert_eq!(
+        (m.amount.to_string(), m.delta_payout.to_string()),
+        ("20.000000".into(), "-3.000000".into())
+    );
 }
 
 // ---- journeys, duplicates of clicks, retention --------------------------------------------------------
@@ -500,7 +764,12 @@ fn touchpoints_list_the_first_and_the_49_latest() {
     let mut w = World::new();
     w.contract("p1", "pa1", "");
     for i in 0..60 {
-        w.click(&format!("c{i:02}"), "p1", "pa1", &format!("2026-10-01T00:{i:02}:00Z"));
+        w.click(
+            &format!("c{i:02}"),
+            "p1",
+            "pa1",
+            &format!("2026-10-01T00:{i:02}:00Z"),
+        );
     }
     let a = action(w.convert("o1", "2026-10-02T00:00:00Z", ""));
     assert_eq!(a.journey.total, 60);

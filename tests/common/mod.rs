@@ -1,7 +1,7 @@
 //! Test helpers shared by the Kafka tests: one end-to-end body run against every broker.
 #![allow(dead_code)]
 
-use attrib::demo::{produce, read_topics, wait_consumed, ReadBack};
+use attrib::demo::{ReadBack, produce, read_topics, wait_consumed};
 use attrib::pipeline::{self, Handles};
 use attrib::records::InputTopic;
 use attrib::settings::{Guarantee, Settings};
@@ -28,20 +28,35 @@ pub fn real_broker() -> Option<String> {
 }
 
 pub fn unique(prefix: &str) -> String {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}-{}", n % 1_000_000_000_000)
 }
 
 /// Settings with unique topic names, so that runs never see each other's records.
 pub fn test_settings(brokers: &str, guarantee: Guarantee, state_dir: &std::path::Path) -> Settings {
     let id = unique("t");
-    let mut s = Settings { brokers: brokers.into(), processing_guarantee: guarantee, ..Settings::default() };
+    let mut s = Settings {
+        brokers: brokers.into(),
+        processing_guarantee: guarantee,
+        ..Settings::default()
+    };
     s.application_id = format!("attrib-{id}");
     s.state_dir = state_dir.to_path_buf();
     s.http_addr = "127.0.0.1:0".into();
     s.commit_interval_ms = 100;
     let t = &mut s.topics;
-    for name in [&mut t.clicks, &mut t.conversions, &mut t.promo_codes, &mut t.config, &mut t.actions, &mut t.invalid_actions, &mut t.dlq] {
+    for name in [
+        &mut t.clicks,
+        &mut t.conversions,
+        &mut t.promo_codes,
+        &mut t.config,
+        &mut t.actions,
+        &mut t.invalid_actions,
+        &mut t.dlq,
+    ] {
         *name = format!("{name}-{id}");
     }
     s
@@ -64,22 +79,34 @@ pub fn topics_of(s: &Settings, partitions: i32) -> Vec<(String, i32)> {
 
 /// Creates topics through the admin API.
 pub fn create_topics(brokers: &str, topics: &[(String, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(n, p)| {
             let t = NewTopic::new(n, *p, TopicReplication::Fixed(1));
-            if n.contains("promo-codes") || n.contains("config") || n.ends_with("changelog") { t.set("cleanup.policy", "compact") } else { t }
+            if n.contains("promo-codes") || n.contains("config") || n.ends_with("changelog") {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
         })
         .collect();
     let res = futures::executor::block_on(admin.create_topics(&new, &AdminOptions::new())).unwrap();
     for r in res {
-        r.map_err(|(t, e)| format!("cannot create {t}: {e}")).unwrap();
+        r.map_err(|(t, e)| format!("cannot create {t}: {e}"))
+            .unwrap();
     }
 }
 
 pub fn rec(topic: InputTopic, key: &str, value: &str) -> GenRecord {
-    GenRecord { topic, key: Some(key.into()), value: Some(value.into()) }
+    GenRecord {
+        topic,
+        key: Some(key.into()),
+        value: Some(value.into()),
+    }
 }
 
 pub struct Running {
@@ -93,13 +120,19 @@ impl Running {
         let h = handles.clone();
         let s = s.clone();
         let thread = std::thread::spawn(move || pipeline::supervise(&s, &h));
-        Running { handles, thread: Some(thread) }
+        Running {
+            handles,
+            thread: Some(thread),
+        }
     }
 
     pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.handles.ready.load(Ordering::Acquire) {
-            assert!(Instant::now() < deadline, "pipeline not ready in {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "pipeline not ready in {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -120,50 +153,132 @@ pub fn json(r: &ReadBack) -> serde_json::Value {
 pub fn end_to_end(brokers: &str, s: &Settings) {
     use InputTopic::*;
     let tables = vec![
-        rec(Config, "program/p1", r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD","credit_policy":"last_click"}"#),
-        rec(Config, "program/bad", r#"{"type":"program","program_id":"bad","account_id":"acme","locking_days":-4}"#),
-        rec(Config, "contract/p1/pa1", r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"percent":"10"}}}"#),
-        rec(Config, "contract/p1/pa2", r#"{"type":"contract","program_id":"p1","partner_id":"pa2","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"fixed":"3.00"}}}"#),
-        rec(PromoCodes, "p1/SAVE", r#"{"type":"promo_code","program_id":"p1","code":"save","partner_id":"pa2","credit_policy":"always"}"#),
-        rec(PromoCodes, "p1/WRONG", r#"{"type":"promo_code","program_id":"p1","code":"other","partner_id":"pa2","credit_policy":"always"}"#),
+        rec(
+            Config,
+            "program/p1",
+            r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD","credit_policy":"last_click"}"#,
+        ),
+        rec(
+            Config,
+            "program/bad",
+            r#"{"type":"program","program_id":"bad","account_id":"acme","locking_days":-4}"#,
+        ),
+        rec(
+            Config,
+            "contract/p1/pa1",
+            r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"percent":"10"}}}"#,
+        ),
+        rec(
+            Config,
+            "contract/p1/pa2",
+            r#"{"type":"contract","program_id":"p1","partner_id":"pa2","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"fixed":"3.00"}}}"#,
+        ),
+        rec(
+            PromoCodes,
+            "p1/SAVE",
+            r#"{"type":"promo_code","program_id":"p1","code":"save","partner_id":"pa2","credit_policy":"always"}"#,
+        ),
+        rec(
+            PromoCodes,
+            "p1/WRONG",
+            r#"{"type":"promo_code","program_id":"p1","code":"other","partner_id":"pa2","credit_policy":"always"}"#,
+        ),
     ];
     produce(brokers, s, &tables).unwrap();
     let run = Running::start(s);
     run.wait_ready(Duration::from_secs(60));
     let clicks = vec![
-        rec(Clicks, "d-1", r#"{"type":"click","click_id":"c-1","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T10:00:00Z","device_id":"d-1"}"#),
-        rec(Clicks, "d-1", r#"{"type":"click","click_id":"c-2","program_id":"p1","occurred_at":"2026-11-01T10:00:00Z"}"#),
-        rec(Clicks, "d-2", r#"{"type":"click","click_id":"c-3","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T09:00:00Z","device_id":"d-2"}"#),
+        rec(
+            Clicks,
+            "d-1",
+            r#"{"type":"click","click_id":"c-1","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T10:00:00Z","device_id":"d-1"}"#,
+        ),
+        rec(
+            Clicks,
+            "d-1",
+            r#"{"type":"click","click_id":"c-2","program_id":"p1","occurred_at":"2026-11-01T10:00:00Z"}"#,
+        ),
+        rec(
+            Clicks,
+            "d-2",
+            r#"{"type":"click","click_id":"c-3","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T09:00:00Z","device_id":"d-2"}"#,
+        ),
     ];
     produce(brokers, s, &clicks).unwrap();
     wait_consumed(&run.handles, 3, Duration::from_secs(60)).unwrap();
     let conversions = vec![
-        rec(Conversions, "d-1", r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-1","occurred_at":"2026-11-02T10:00:00Z","device_id":"d-1","order_discount":"5.00","items":[{"sku":"A1","category":"shoes","quantity":2,"unit_price":"30.00"}]}"#),
-        rec(Conversions, "d-2", r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-2"}"#),
-        rec(Conversions, "d-2", r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-3","occurred_at":"2026-11-02T10:00:00Z","device_id":"d-2","promo_code":"SAVE","order_subtotal":"80"}"#),
+        rec(
+            Conversions,
+            "d-1",
+            r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-1","occurred_at":"2026-11-02T10:00:00Z","device_id":"d-1","order_discount":"5.00","items":[{"sku":"A1","category":"shoes","quantity":2,"unit_price":"30.00"}]}"#,
+        ),
+        rec(
+            Conversions,
+            "d-2",
+            r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-2"}"#,
+        ),
+        rec(
+            Conversions,
+            "d-2",
+            r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-3","occurred_at":"2026-11-02T10:00:00Z","device_id":"d-2","promo_code":"SAVE","order_subtotal":"80"}"#,
+        ),
     ];
     produce(brokers, s, &conversions).unwrap();
     wait_consumed(&run.handles, 6, Duration::from_secs(60)).unwrap();
 
-    let out = read_topics(brokers, &[&s.topics.actions, &s.topics.invalid_actions, &s.topics.dlq]).unwrap();
-    let actions: Vec<serde_json::Value> = out.iter().filter(|r| r.topic == s.topics.actions).map(json).collect();
+    let out = read_topics(
+        brokers,
+        &[&s.topics.actions, &s.topics.invalid_actions, &s.topics.dlq],
+    )
+    .unwrap();
+    let actions: Vec<serde_json::Value> = out
+        .iter()
+        .filter(|r| r.topic == s.topics.actions)
+        .map(json)
+        .collect();
     assert_eq!(actions.len(), 2, "{actions:#?}");
-    let o1 = actions.iter().find(|a| a["order_id"] == "o-1").expect("action for o-1");
+    let o1 = actions
+        .iter()
+        .find(|a| a["order_id"] == "o-1")
+        .expect("action for o-1");
     assert_eq!(o1["credits"][0]["partner_id"], "pa1");
     assert_eq!(o1["credits"][0]["referral_type"], "click");
     assert_eq!(o1["amount"], "55.000000");
     assert_eq!(o1["payout"], "5.500000");
     assert_eq!(o1["currency"], "USD");
-    let o3 = actions.iter().find(|a| a["order_id"] == "o-3").expect("action for o-3");
+    let o3 = actions
+        .iter()
+        .find(|a| a["order_id"] == "o-3")
+        .expect("action for o-3");
     assert_eq!(o3["credits"][0]["partner_id"], "pa2");
     assert_eq!(o3["credits"][0]["referral_type"], "promo_code");
     assert_eq!(o3["payout"], "3.000000");
-    let action_key = out.iter().find(|r| r.topic == s.topics.actions).unwrap().key.clone().unwrap();
-    assert!(actions.iter().any(|a| a["action_id"].as_str().unwrap().as_bytes() == action_key.as_slice()), "actions are keyed by action_id");
+    let action_key = out
+        .iter()
+        .find(|r| r.topic == s.topics.actions)
+        .unwrap()
+        .key
+        .clone()
+        .unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["action_id"].as_str().unwrap().as_bytes() == action_key.as_slice()),
+        "actions are keyed by action_id"
+    );
 
     let dlq: Vec<&ReadBack> = out.iter().filter(|r| r.topic == s.topics.dlq).collect();
-    let by_topic = |t: &str| dlq.iter().find(|r| r.headers.get("attrib.source.topic").map(String::as_str) == Some(t)).copied();
-    for (topic, field) in [(&s.topics.config, "locking_days"), (&s.topics.promo_codes, "does not match"), (&s.topics.clicks, "partner_id"), (&s.topics.conversions, "occurred_at")] {
+    let by_topic = |t: &str| {
+        dlq.iter()
+            .find(|r| r.headers.get("attrib.source.topic").map(String::as_str) == Some(t))
+            .copied()
+    };
+    for (topic, field) in [
+        (&s.topics.config, "locking_days"),
+        (&s.topics.promo_codes, "does not match"),
+        (&s.topics.clicks, "partner_id"),
+        (&s.topics.conversions, "occurred_at"),
+    ] {
         let r = by_topic(topic).unwrap_or_else(|| panic!("no DLQ record from {topic}: {dlq:#?}"));
         let err = &r.headers["attrib.error"];
         assert!(err.contains(field), "{topic}: {err}");
