@@ -5,6 +5,10 @@ use attrib::settings::{LogFormat, Settings};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+// Journeys and outputs allocate many small strings; mimalloc handles that well.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "attrib",
@@ -40,6 +44,17 @@ enum Command {
         /// Output file (default: stdout).
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+    /// Write the demo's synthetic workload as `replay` lines (for trying replay and for benchmarks).
+    Generate {
+        /// Number of clicks.
+        #[arg(long, default_value_t = 900_000)]
+        clicks: usize,
+        /// Number of devices (journeys); conversions are about one per five devices.
+        #[arg(long, default_value_t = 500_000)]
+        devices: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
     /// Print the effective settings (file + environment) as TOML, or the error.
     CheckConfig {
@@ -98,6 +113,16 @@ fn main() -> Result<()> {
                 "replayed {} lines: {} actions, {} invalid actions, {} dlq",
                 s.lines, s.actions, s.invalid_actions, s.dlq
             );
+            Ok(())
+        }
+        Command::Generate { clicks, devices, seed } => {
+            use std::io::Write;
+            let w = attrib::workload::generate(seed, clicks, devices);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for r in w.all() {
+                writeln!(out, "{}", r.replay_line())?;
+            }
+            out.flush()?;
             Ok(())
         }
         Command::CheckConfig { config } => {

@@ -12,7 +12,7 @@ use crate::store::{JourneyStore, PartitionMeta, StateWrite};
 use crate::tables::Tables;
 use crate::time::Millis;
 use anyhow::{Context, Result};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// One input record, wherever it came from.
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +133,7 @@ impl Processor {
             tables: Tables::default(),
             settings,
             limits,
-            partitions: HashMap::new(),
+            partitions: HashMap::default(),
             stats: Stats::default(),
             scratch: Vec::new(),
         }

@@ -319,11 +319,12 @@ pub fn invalid(msg: impl Into<String>) -> Invalid {
     Invalid(msg.into())
 }
 
-/// Parses JSON into a wire struct, naming the field path of a type error.
-pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
-    what: &str,
-    bytes: &'a [u8],
-) -> Result<T, Invalid> {
+/// Parses JSON into a wire struct, naming the field path of a type error. The fast path
+/// parses without tracking paths; only a record that fails is parsed again to name the field.
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, Invalid> {
+    if let Ok(v) = serde_json::from_slice::<T>(bytes) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -331,14 +332,10 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
         if inner.is_syntax() || inner.is_eof() || path == "." {
             invalid(format!("{what} is not a JSON object: {inner}"))
         } else {
-            invalid(format!(
-                "invalid {what}: field `{path}`: {}",
-                strip_position(&inner)
-            ))
+            invalid(format!("invalid {what}: field `{path}`: {}", strip_position(&inner)))
         }
     })?;
-    de.end()
-        .map_err(|e| invalid(format!("{what} has trailing data: {e}")))?;
+    de.end().map_err(|e| invalid(format!("{what} has trailing data: {e}")))?;
     Ok(value)
 }
 

@@ -15,8 +15,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::{BufRead, Write};
 
-/// Lines per batch: the processor's cache is flushed to the store between batches.
+/// Lines per batch: `processed_at` is read once per batch.
 const BATCH_LINES: usize = 16_384;
+/// Journeys held decoded in the processor's cache before they are flushed to the store.
+const MAX_CACHED_JOURNEYS: usize = 1_000_000;
 
 #[derive(Deserialize)]
 struct Line<'a> {
@@ -36,16 +38,11 @@ pub struct ReplaySummary {
     pub dlq: u64,
 }
 
-/// Replays `input` into `output` over an in-memory store.
+/// Replays `input` into `output` over an in-memory store that is dropped at the end (so the
+/// last journeys are not flushed to it).
 pub fn replay(input: impl BufRead, output: impl Write) -> Result<ReplaySummary> {
-    replay_with(
-        input,
-        output,
-        Box::new(MemoryStore::default()),
-        EngineSettings::default(),
-        Limits::default(),
-        now_ms,
-    )
+    let mut p = Processor::new(Box::new(MemoryStore::default()), EngineSettings::default(), Limits::default());
+    replay_into(&mut p, input, output, now_ms)
 }
 
 pub fn now_ms() -> i64 {
@@ -55,16 +52,24 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Replays with a given store, settings and processing clock.
+/// Replays with a given store, settings and processing clock, and flushes the journeys to the
+/// store at the end (so that a later replay can resume from it).
 pub fn replay_with(
     input: impl BufRead,
-    mut output: impl Write,
+    output: impl Write,
     store: Box<dyn JourneyStore>,
     settings: EngineSettings,
     limits: Limits,
     clock: impl Fn() -> i64,
-) -> Result<ReplaySummary> {
+) -> Result<(ReplaySummary, Processor)> {
     let mut p = Processor::new(store, settings, limits);
+    let s = replay_into(&mut p, input, output, clock)?;
+    p.flush()?;
+    Ok((s, p))
+}
+
+/// Replays through an existing processor (its tables and journeys carry over).
+pub fn replay_into(p: &mut Processor, input: impl BufRead, mut output: impl Write, clock: impl Fn() -> i64) -> Result<ReplaySummary> {
     let mut summary = ReplaySummary::default();
     let mut out = Vec::new();
     let mut line = String::new();
@@ -82,7 +87,7 @@ pub fn replay_with(
             offset += 1;
             continue;
         }
-        process_line(&mut p, text, offset, processed_at, &mut out)?;
+        process_line(p, text, offset, processed_at, &mut out)?;
         for o in out.drain(..) {
             summary.count(&o);
             write_output(&mut buf, &o)?;
@@ -93,11 +98,12 @@ pub fn replay_with(
         }
         offset += 1;
         if offset as usize % BATCH_LINES == 0 {
-            p.flush()?;
+            if p.pending() > MAX_CACHED_JOURNEYS {
+                p.flush()?;
+            }
             processed_at = clock();
         }
     }
-    p.flush()?;
     output.write_all(&buf)?;
     output.flush()?;
     summary.lines = offset as u64;

@@ -6,7 +6,6 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What a store keeps per partition besides journeys.
@@ -69,52 +68,48 @@ fn partition_prefix(partition: i32) -> [u8; 5] {
 /// An in-memory store.
 #[derive(Default)]
 pub struct MemoryStore {
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    partitions: std::collections::HashMap<i32, (PartitionMeta, std::collections::HashMap<Vec<u8>, Vec<u8>>)>,
 }
 
 impl JourneyStore for MemoryStore {
     fn get(&self, partition: i32, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.map.get(&journey_key(partition, key)).cloned())
+        Ok(self.partitions.get(&partition).and_then(|(_, m)| m.get(key)).cloned())
     }
 
     fn write(&mut self, partition: i32, writes: &[StateWrite], meta: &PartitionMeta) -> Result<()> {
+        let (m, journeys) = self.partitions.entry(partition).or_default();
         for (k, v) in writes {
             match v {
-                Some(v) => self.map.insert(journey_key(partition, k), v.clone()),
-                None => self.map.remove(&journey_key(partition, k)),
+                Some(v) => journeys.insert(k.clone(), v.clone()),
+                None => journeys.remove(k),
             };
         }
-        self.map.insert(meta_key(partition).to_vec(), meta.encode());
+        *m = meta.clone();
         Ok(())
     }
 
     fn meta(&self, partition: i32) -> Result<Option<PartitionMeta>> {
-        match self.map.get(&meta_key(partition)[..]) {
-            Some(v) => Ok(Some(PartitionMeta::decode(v)?)),
-            None => Ok(None),
-        }
+        Ok(self.partitions.get(&partition).map(|(m, _)| m.clone()))
     }
 
     fn scan(&self, partition: i32, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
-        let prefix = partition_prefix(partition);
-        for (k, v) in self.map.range(prefix.to_vec()..) {
-            if !k.starts_with(&prefix) {
-                break;
+        if let Some((_, m)) = self.partitions.get(&partition) {
+            let mut keys: Vec<&Vec<u8>> = m.keys().collect();
+            keys.sort();
+            for k in keys {
+                f(k, &m[k]);
             }
-            f(&k[5..], v);
         }
         Ok(())
     }
 
     fn drop_partition(&mut self, partition: i32) -> Result<()> {
-        let prefix = partition_prefix(partition);
-        self.map.retain(|k, _| !k.starts_with(&prefix));
-        self.map.remove(&meta_key(partition)[..]);
+        self.partitions.remove(&partition);
         Ok(())
     }
 
     fn journeys(&self) -> u64 {
-        self.map.keys().filter(|k| k.first() == Some(&b'j')).count() as u64
+        self.partitions.values().map(|(_, m)| m.len() as u64).sum()
     }
 }
 

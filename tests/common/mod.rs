@@ -292,3 +292,233 @@ pub fn end_to_end(brokers: &str, s: &Settings) {
     assert_eq!(m.consumed.with_label_values(&["conversions"]).get(), 3);
     run.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operations helpers: the pipeline with caller-made handles, the HTTP router on a loopback
+// port, a minimal HTTP/1.1 client and a parser for the Prometheus text format.
+// ---------------------------------------------------------------------------------------------
+
+impl Running {
+    /// Like [`Running::start`], with handles the caller made first (e.g. to serve HTTP before
+    /// the pipeline starts).
+    pub fn start_with(s: &Settings, handles: Handles) -> Running {
+        let h = handles.clone();
+        let s = s.clone();
+        let thread = std::thread::spawn(move || pipeline::supervise(&s, &h));
+        Running {
+            handles,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// The HTTP state `attrib run` builds from its settings and handles.
+pub fn http_state(s: &Settings, h: &Handles) -> attrib::http::HttpState {
+    attrib::http::HttpState {
+        metrics: h.metrics.clone(),
+        ready: h.ready.clone(),
+        journeys: s.journeys_api.enabled.then(|| {
+            (
+                s.journeys_api.token.clone().unwrap_or_default(),
+                h.journey_lookup(),
+            )
+        }),
+    }
+}
+
+/// attrib's HTTP router served on 127.0.0.1:<free port> by a tokio runtime of its own; stops
+/// when dropped.
+pub struct HttpServer {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl HttpServer {
+    pub fn start(state: attrib::http::HttpState) -> HttpServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        rt.spawn(async move {
+            axum::serve(listener, attrib::http::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        HttpServer {
+            addr,
+            stop: Some(tx),
+            rt: Some(rt),
+        }
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get(self.addr, path, headers)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One `GET` over a fresh connection (`Connection: close`), with a 30 s timeout.
+pub fn http_get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP header end in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+            let size_text = String::from_utf8_lossy(&rest[..eol]);
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                .expect("chunk size");
+            rest = &rest[eol + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = out;
+    }
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("UTF-8 body"),
+    }
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the Prometheus text exposition format (0.0.4): sample lines only.
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c == ' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let name = line[..name_end].to_string();
+        let mut labels = std::collections::BTreeMap::new();
+        let mut rest = &line[name_end..];
+        if rest.starts_with('{') {
+            let mut chars = rest[1..].char_indices();
+            let mut key = String::new();
+            let end;
+            loop {
+                let (i, c) = chars.next().unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                match c {
+                    '}' => {
+                        end = i + 2;
+                        break;
+                    }
+                    ',' | ' ' => {}
+                    '=' => {
+                        assert_eq!(chars.next().map(|x| x.1), Some('"'), "{line}");
+                        let mut value = String::new();
+                        loop {
+                            let (_, c) = chars.next().expect("unclosed label value");
+                            match c {
+                                '"' => break,
+                                '\\' => match chars.next().expect("escape").1 {
+                                    'n' => value.push('\n'),
+                                    other => value.push(other),
+                                },
+                                c => value.push(c),
+                            }
+                        }
+                        labels.insert(std::mem::take(&mut key), value);
+                    }
+                    c => key.push(c),
+                }
+            }
+            rest = &rest[end..];
+        }
+        let value_text = rest.split_whitespace().next().expect("sample value");
+        let value = match value_text {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
