@@ -1,7 +1,10 @@
-//! Encoding of output records for Kafka: JSON values, string keys and the DLQ's headers
-//! (DESIGN §4). Avro encodings plug in here.
+//! Encoding of output records for Kafka: JSON or Avro values, string keys and the DLQ's
+//! headers (DESIGN §4).
 
+use crate::avro::AvroOutput;
 use crate::processor::{DlqRecord, OutRecord};
+use crate::settings::OutputFormat;
+use anyhow::{Result, anyhow};
 
 /// The three output topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +46,31 @@ pub fn dlq_headers(d: &DlqRecord) -> Vec<(&'static str, String)> {
         (HEADER_SOURCE_PARTITION, d.partition.to_string()),
         (HEADER_SOURCE_OFFSET, d.offset.to_string()),
     ]
+}
+
+/// Encodes an output record in the configured format (DLQ records always keep their original
+/// bytes). `OutputFormat::Avro` needs the [`AvroOutput`].
+pub fn encode(o: &OutRecord, format: OutputFormat, avro: Option<&AvroOutput>) -> Result<Encoded> {
+    let value = match (format, o) {
+        (OutputFormat::Json, _) | (_, OutRecord::Dlq(_)) => return Ok(encode_json(o)),
+        (OutputFormat::Avro, OutRecord::Action(a)) => avro_output(avro)?.encode_action(a)?,
+        (OutputFormat::Avro, OutRecord::Invalid(i)) => avro_output(avro)?.encode_invalid(i)?,
+    };
+    let (topic, key) = match o {
+        OutRecord::Action(a) => (OutputTopic::Actions, a.action_id.clone().into_bytes()),
+        OutRecord::Invalid(i) => (OutputTopic::InvalidActions, i.key().into_bytes()),
+        OutRecord::Dlq(_) => unreachable!("DLQ records are encoded above"),
+    };
+    Ok(Encoded {
+        topic,
+        key: Some(key),
+        value: Some(value),
+        headers: Vec::new(),
+    })
+}
+
+fn avro_output(avro: Option<&AvroOutput>) -> Result<&AvroOutput> {
+    avro.ok_or_else(|| anyhow!("output_format is avro but no Avro encoder was set up"))
 }
 
 /// Encodes an output record as JSON (DLQ records keep their original bytes).

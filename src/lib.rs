@@ -11,13 +11,16 @@
 //! - [`processor`]: decode → engine → outputs for a batch of one partition, over a
 //!   [`store::JourneyStore`]; shared by `replay`, `run` and `demo`.
 //! - [`store`]: journey stores: RocksDB (on its own thread-safe handle) and in-memory.
-//! - [`codec`]: output encodings (JSON) and DLQ headers.
+//! - [`codec`]: output encodings (JSON, Avro) and DLQ headers.
+//! - [`avro`]: Avro input (Confluent and single-object framing, schema resolution into the
+//!   JSON form) and Avro output, with a Schema Registry client.
 //! - [`replay`]: the engine over a JSONL file, no Kafka.
 //! - [`settings`]: the TOML/env configuration, validated.
 //! - [`pipeline`]: the Kafka processor behind `attrib run`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the HTTP endpoints.
 //! - [`demo`]: an embedded mock cluster, synthetic traffic and a summary.
 
+pub mod avro;
 pub mod codec;
 pub mod demo;
 pub mod engine;

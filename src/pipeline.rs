@@ -313,7 +313,8 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             let mut w = self.worker.lock().expect("worker lock");
-            if let Err(e) = w.assign(&partitions) {
+            let result = w.assign(&partitions);
+            if let Err(e) = result {
                 w.failed.get_or_insert(e);
             }
         }
@@ -519,6 +520,7 @@ struct Worker {
     handles: Handles,
     failed: Option<anyhow::Error>,
     changelog: String,
+    transactional_id: String,
 }
 
 impl Worker {
@@ -847,47 +849,25 @@ impl Worker {
         if !restore.is_empty() {
             let started = Instant::now();
             info!(partitions = ?restore, "restoring state from {}", self.changelog);
-            let mut records = 0u64;
-            for p in &restore {
-                self.processor.store_mut().drop_partition(*p)?;
-            }
-            let mut batch: HashMap<i32, (Vec<StateWrite>, PartitionMeta)> = HashMap::new();
-            let assignments: Vec<(String, i32)> = restore
-                .iter()
-                .map(|p| (self.changelog.clone(), *p))
-                .collect();
-            let store = self.processor.store_mut();
-            let shutdown = self.handles.shutdown.clone();
-            read_to_end(&reader, &assignments, &shutdown, |m| {
-                records += 1;
-                let entry = batch.entry(m.partition()).or_default();
-                let key = m.key().unwrap_or_default();
-                if key == META_CHANGELOG_KEY {
-                    entry.1 =
-                        PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
-                } else {
-                    entry
-                        .0
-                        .push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+            let mut records = self.restore(&reader, &restore)?;
+            // A previous owner that died inside a transaction leaves it open: read_committed
+            // stops before it and its offsets stay pending. Fence that owner (which aborts the
+            // transaction), then restore again.
+            let stuck = self.stuck_partitions(&reader, &restore)?;
+            if !stuck.is_empty() {
+                for owner in self.last_owners(&stuck)? {
+                    if owner != self.transactional_id {
+                        warn!(%owner, partitions = ?stuck, "a previous owner left a transaction open; fencing it");
+                        fence(&self.settings, &owner)?;
+                    }
                 }
-                if entry.0.len() >= 10_000 {
-                    let (w, meta) = entry;
-                    store.write(m.partition(), w, meta)?;
-                    w.clear();
-                }
-                Ok(())
-            })?;
-            for (p, (w, meta)) in batch {
-                store.write(p, &w, &meta)?;
+                let reader: BaseConsumer<LogContext> = reader_config(&self.settings, "restore").create_with_context(LogContext)?;
+                records += self.restore(&reader, &stuck)?;
             }
             let m = &self.handles.metrics;
             m.restore_records.inc_by(records);
             m.restore_seconds.set(started.elapsed().as_secs_f64());
-            info!(
-                records,
-                seconds = started.elapsed().as_secs_f64(),
-                "state restored"
-            );
+            info!(records, seconds = started.elapsed().as_secs_f64(), "state restored");
         }
         for p in partitions {
             self.owned.insert(*p);
@@ -897,6 +877,86 @@ impl Worker {
         self.handles.ready.store(true, Ordering::Release);
         Ok(())
     }
+}
+
+impl Worker {
+    /// Rebuilds the local state of `partitions` from the changelog; returns the records read.
+    fn restore(&mut self, reader: &BaseConsumer<LogContext>, partitions: &[i32]) -> Result<u64> {
+        let mut records = 0u64;
+        for p in partitions {
+            self.processor.store_mut().drop_partition(*p)?;
+        }
+        let mut batch: HashMap<i32, (Vec<StateWrite>, PartitionMeta)> = HashMap::new();
+        let assignments: Vec<(String, i32)> = partitions.iter().map(|p| (self.changelog.clone(), *p)).collect();
+        let store = self.processor.store_mut();
+        let shutdown = self.handles.shutdown.clone();
+        read_to_end(reader, &assignments, &shutdown, |m| {
+            records += 1;
+            let entry = batch.entry(m.partition()).or_default();
+            let key = m.key().unwrap_or_default();
+            if key == META_CHANGELOG_KEY {
+                entry.1 = PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
+            } else {
+                entry.0.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+            }
+            if entry.0.len() >= 10_000 {
+                let (w, meta) = entry;
+                store.write(m.partition(), w, meta)?;
+                w.clear();
+            }
+            Ok(())
+        })?;
+        for (p, (w, meta)) in batch {
+            store.write(p, &w, &meta)?;
+        }
+        Ok(records)
+    }
+
+    /// Partitions whose committed end (where read_committed stopped) is short of the end.
+    fn stuck_partitions(&self, reader: &BaseConsumer<LogContext>, partitions: &[i32]) -> Result<Vec<i32>> {
+        let positions = reader.position()?;
+        let mut stuck = Vec::new();
+        for p in partitions {
+            let (lo, hi) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?;
+            let pos = match positions.find_partition(&self.changelog, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => lo,
+            };
+            debug!(partition = p, lo, hi, pos, "changelog read to its committed end");
+            // The last record of a committed transaction is its marker; anything more is open.
+            if hi - pos > 1 {
+                stuck.push(*p);
+            }
+        }
+        Ok(stuck)
+    }
+
+    /// The owners named by the latest metadata records of the partitions, read uncommitted.
+    fn last_owners(&self, partitions: &[i32]) -> Result<BTreeSet<String>> {
+        let mut cfg = reader_config(&self.settings, "restore");
+        cfg.set("isolation.level", "read_uncommitted");
+        let reader: BaseConsumer<LogContext> = cfg.create_with_context(LogContext)?;
+        let assignments: Vec<(String, i32)> = partitions.iter().map(|p| (self.changelog.clone(), *p)).collect();
+        let mut owners: HashMap<i32, String> = HashMap::new();
+        read_to_end(&reader, &assignments, &self.handles.shutdown, |m| {
+            if m.key() == Some(META_CHANGELOG_KEY) {
+                if let Ok(meta) = PartitionMeta::decode(m.payload().unwrap_or_default()) {
+                    owners.insert(m.partition(), meta.owner);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(owners.into_values().filter(|o| !o.is_empty()).collect())
+    }
+}
+
+/// Fences a transactional id: initialising a producer with it aborts its open transaction.
+fn fence(s: &Settings, transactional_id: &str) -> Result<()> {
+    let mut c = base_config(s);
+    c.set("transactional.id", transactional_id).set("transaction.timeout.ms", "60000");
+    let p: ThreadedProducer<ProducerCtx> = c.create_with_context(ProducerCtx { delivery_errors: Arc::new(AtomicU64::new(0)) })?;
+    p.init_transactions(KAFKA_TIMEOUT).with_context(|| format!("cannot fence {transactional_id}"))?;
+    Ok(())
 }
 
 /// Clean-shutdown marker: per partition, the changelog end offset matching local state.
@@ -971,6 +1031,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         handles: h.clone(),
         failed: None,
         changelog: settings.changelog_topic(),
+        transactional_id: format!("{}-{}", settings.application_id, settings.instance_id()),
     }));
 
     let mut table_parts = Vec::new();

@@ -4,6 +4,7 @@
 //! the journeys touched since the last [`Processor::flush`]; a flush writes them to the store in
 //! one batch per partition and returns the same writes for the changelog.
 
+use crate::avro::AvroInput;
 use crate::engine::{self, Clock, EngineSettings};
 use crate::journey::Journey;
 use crate::output::{Action, InvalidAction, Output};
@@ -13,6 +14,7 @@ use crate::tables::Tables;
 use crate::time::Millis;
 use anyhow::{Context, Result};
 use rustc_hash::FxHashMap as HashMap;
+use std::sync::Arc;
 
 /// One input record, wherever it came from.
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +122,8 @@ pub struct Processor {
     partitions: HashMap<i32, PartitionState>,
     pub stats: Stats,
     scratch: Vec<Output>,
+    /// Decodes Avro-framed input; without it every record is read as JSON.
+    pub avro: Option<Arc<AvroInput>>,
 }
 
 impl Processor {
@@ -136,7 +140,14 @@ impl Processor {
             partitions: HashMap::default(),
             stats: Stats::default(),
             scratch: Vec::new(),
+            avro: None,
         }
+    }
+
+    /// Reads Avro-framed input records through `a` (other records stay JSON).
+    pub fn with_avro(mut self, a: Arc<AvroInput>) -> Self {
+        self.avro = Some(a);
+        self
     }
 
     pub fn store(&self) -> &dyn JourneyStore {
@@ -155,9 +166,17 @@ impl Processor {
     /// Applies a table record (config or promo codes). Returns the DLQ record if refused.
     pub fn apply_table(&mut self, rec: &InRecord) -> Option<DlqRecord> {
         self.stats.consumed[Stats::topic_index(rec.topic)] += 1;
+        let decoded = match (&self.avro, rec.value) {
+            (Some(a), Some(v)) => match a.decode_to_json(rec.topic, v) {
+                Ok(d) => d,
+                Err(e) => return Some(dlq(rec, e)),
+            },
+            _ => None,
+        };
+        let value = decoded.as_deref().or(rec.value);
         let result = match rec.topic {
-            InputTopic::Config => self.tables.apply_config(rec.key, rec.value, &self.limits),
-            _ => self.tables.apply_promo(rec.key, rec.value, &self.limits),
+            InputTopic::Config => self.tables.apply_config(rec.key, value, &self.limits),
+            _ => self.tables.apply_promo(rec.key, value, &self.limits),
         };
         match result {
             Ok(_) => {
@@ -182,7 +201,9 @@ impl Processor {
             return Ok(());
         }
         self.stats.consumed[Stats::topic_index(rec.topic)] += 1;
-        let event = match decode_event(rec, &self.limits) {
+        // Every batch that consumes from a partition writes its metadata (and so its changelog).
+        load_partition(&mut self.partitions, &*self.store, rec.partition)?.meta_dirty = true;
+        let event = match decode_event(rec, &self.limits, self.avro.as_deref()) {
             Ok(e) => e,
             Err(e) => {
                 out.push(OutRecord::Dlq(Box::new(dlq(rec, e))));
@@ -352,7 +373,11 @@ fn load_partition<'a>(
     Ok(partitions.get_mut(&partition).expect("just inserted"))
 }
 
-fn decode_event(rec: &InRecord, limits: &Limits) -> Result<Event, Invalid> {
+fn decode_event(
+    rec: &InRecord,
+    limits: &Limits,
+    avro: Option<&AvroInput>,
+) -> Result<Event, Invalid> {
     let Some(value) = rec.value else {
         return Err(records::invalid(format!(
             "tombstone (null value) on the {} topic",
@@ -366,6 +391,11 @@ fn decode_event(rec: &InRecord, limits: &Limits) -> Result<Event, Invalid> {
             limits.max_record_bytes
         )));
     }
+    let decoded = match avro {
+        Some(a) => a.decode_to_json(rec.topic, value)?,
+        None => None,
+    };
+    let value = decoded.as_deref().unwrap_or(value);
     match rec.topic {
         InputTopic::Clicks => records::decode_click(value, limits).map(Event::Click),
         _ => records::decode_conversion_topic(value, limits),

@@ -36,6 +36,8 @@ pub enum LogFormat {
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     Json,
+    /// Avro datums of `schemas/action.avsc` and `invalid_action.avsc` (see [`crate::avro`]).
+    Avro,
 }
 
 /// Topic names (DESIGN §1).
@@ -96,6 +98,13 @@ pub struct Settings {
     /// A `tracing` filter (`info`, `attrib=debug,rdkafka=warn`, …).
     pub log_level: String,
     pub output_format: OutputFormat,
+    /// Confluent Schema Registry base URL: Confluent-framed Avro input is read through it, and
+    /// Avro output is registered in it and Confluent-framed. Credentials may be given as
+    /// `https://KEY:SECRET@host`.
+    pub schema_registry_url: Option<String>,
+    /// Extra writer schemas (`.avsc` files) for single-object-encoded Avro input written with a
+    /// schema other than attrib's own (an older or newer version).
+    pub extra_writer_schemas: Vec<PathBuf>,
     /// Days kept beyond the longest window (clicks) and beyond locking (orders).
     pub retention_margin_days: i64,
     pub topics: Topics,
@@ -119,6 +128,8 @@ impl Default for Settings {
             log_format: LogFormat::Plain,
             log_level: "info".into(),
             output_format: OutputFormat::Json,
+            schema_registry_url: None,
+            extra_writer_schemas: Vec::new(),
             retention_margin_days: 30,
             topics: Topics::default(),
             kafka: BTreeMap::new(),
@@ -141,6 +152,7 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("LOG_FORMAT", &["log_format"]),
     ("LOG_LEVEL", &["log_level"]),
     ("OUTPUT_FORMAT", &["output_format"]),
+    ("SCHEMA_REGISTRY_URL", &["schema_registry_url"]),
     ("RETENTION_MARGIN_DAYS", &["retention_margin_days"]),
     ("TOPIC_CLICKS", &["topics", "clicks"]),
     ("TOPIC_CONVERSIONS", &["topics", "conversions"]),
@@ -231,8 +243,14 @@ impl Settings {
             }
             t.insert(path[path.len() - 1].to_string(), typed_value(path, &v));
         }
-        let s: Settings = Settings::deserialize(toml::Value::Table(table))
+        let mut s: Settings = Settings::deserialize(toml::Value::Table(table))
             .map_err(|e| anyhow::anyhow!("invalid config: {}", e.to_string().trim()))?;
+        if s.schema_registry_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            s.schema_registry_url = None;
+        }
         s.validate()?;
         Ok(s)
     }
@@ -265,6 +283,11 @@ impl Settings {
         }
         if self.retention_margin_days < 0 {
             bail!("invalid config: `retention_margin_days` is negative");
+        }
+        if let Some(u) = &self.schema_registry_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("invalid config: `schema_registry_url` must start with http:// or https://");
+            }
         }
         let t = &self.topics;
         let names = [

@@ -433,7 +433,10 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]
         let mut out = Vec::new();
         let mut rest = &body[..];
         loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size line");
             let size_text = String::from_utf8_lossy(&rest[..eol]);
             let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
                 .expect("chunk size");
@@ -480,7 +483,9 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
             let mut key = String::new();
             let end;
             loop {
-                let (i, c) = chars.next().unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                let (i, c) = chars
+                    .next()
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
                 match c {
                     '}' => {
                         end = i + 2;
@@ -512,7 +517,9 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
         let value = match value_text {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
         out.push(Sample {
             name,
