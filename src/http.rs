@@ -31,6 +31,9 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
+    s.metrics
+        .ready
+        .set(i64::from(s.ready.load(Ordering::Acquire)));
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(),

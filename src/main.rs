@@ -115,7 +115,11 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Generate { clicks, devices, seed } => {
+        Command::Generate {
+            clicks,
+            devices,
+            seed,
+        } => {
             use std::io::Write;
             let w = attrib::workload::generate(seed, clicks, devices);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -521,6 +521,10 @@ struct Worker {
     failed: Option<anyhow::Error>,
     changelog: String,
     transactional_id: String,
+    last_usage: Instant,
+    last_sweep: Instant,
+    next_sweep: i32,
+    avro_out: Option<crate::avro::AvroOutput>,
 }
 
 impl Worker {
@@ -577,7 +581,7 @@ impl Worker {
             key,
             value,
             headers,
-        } = encode_json(o);
+        } = crate::codec::encode(o, self.settings.output_format, self.avro_out.as_ref())?;
         let t = &self.settings.topics;
         let name = match topic {
             OutputTopic::Actions => &t.actions,
@@ -722,6 +726,7 @@ impl Worker {
         if self.processed == 0 && !self.txn_open && self.processor.pending() == 0 {
             return Ok(());
         }
+        self.sweep_one()?;
         let started = Instant::now();
         let span = info_span!(
             "commit",
@@ -772,6 +777,14 @@ impl Worker {
         }
         self.processor.apply_writes(&writes)?;
         let m = &self.handles.metrics;
+        if self.last_usage.elapsed() > Duration::from_secs(5) {
+            self.last_usage = Instant::now();
+            let store = self.processor.store();
+            let (live, hit) = store.usage();
+            m.journeys.set(store.journeys() as i64);
+            m.rocksdb_live.set(live as i64);
+            m.block_cache_hit.set(hit);
+        }
         m.transactions.with_label_values(&["commit"]).inc();
         m.commit_duration.observe(started.elapsed().as_secs_f64());
         m.batch_duration
@@ -792,6 +805,31 @@ impl Worker {
         self.processed = 0;
         self.batch_started = Instant::now();
         self.handles.commits.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Retention for journeys no record touches: once a minute, one owned partition is swept
+    /// (expired clicks and orders dropped, empty journeys deleted) inside the transaction.
+    fn sweep_one(&mut self) -> Result<()> {
+        if self.last_sweep.elapsed() < Duration::from_secs(60) || self.owned.is_empty() {
+            return Ok(());
+        }
+        self.last_sweep = Instant::now();
+        let p = *self
+            .owned
+            .range(self.next_sweep..)
+            .next()
+            .or_else(|| self.owned.iter().next())
+            .expect("owned is not empty");
+        self.next_sweep = p + 1;
+        let writes = self.processor.sweep(p)?;
+        if !writes.is_empty() {
+            debug!(partition = p, journeys = writes.len(), "retention sweep");
+            self.ensure_txn()?;
+            for (k, v) in &writes {
+                self.send(&self.changelog, Some(p), Some(k), v.as_deref(), &[])?;
+            }
+        }
         Ok(())
     }
 
@@ -861,13 +899,18 @@ impl Worker {
                         fence(&self.settings, &owner)?;
                     }
                 }
-                let reader: BaseConsumer<LogContext> = reader_config(&self.settings, "restore").create_with_context(LogContext)?;
+                let reader: BaseConsumer<LogContext> =
+                    reader_config(&self.settings, "restore").create_with_context(LogContext)?;
                 records += self.restore(&reader, &stuck)?;
             }
             let m = &self.handles.metrics;
             m.restore_records.inc_by(records);
             m.restore_seconds.set(started.elapsed().as_secs_f64());
-            info!(records, seconds = started.elapsed().as_secs_f64(), "state restored");
+            info!(
+                records,
+                seconds = started.elapsed().as_secs_f64(),
+                "state restored"
+            );
         }
         for p in partitions {
             self.owned.insert(*p);
@@ -887,7 +930,10 @@ impl Worker {
             self.processor.store_mut().drop_partition(*p)?;
         }
         let mut batch: HashMap<i32, (Vec<StateWrite>, PartitionMeta)> = HashMap::new();
-        let assignments: Vec<(String, i32)> = partitions.iter().map(|p| (self.changelog.clone(), *p)).collect();
+        let assignments: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|p| (self.changelog.clone(), *p))
+            .collect();
         let store = self.processor.store_mut();
         let shutdown = self.handles.shutdown.clone();
         read_to_end(reader, &assignments, &shutdown, |m| {
@@ -895,9 +941,12 @@ impl Worker {
             let entry = batch.entry(m.partition()).or_default();
             let key = m.key().unwrap_or_default();
             if key == META_CHANGELOG_KEY {
-                entry.1 = PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
+                entry.1 =
+                    PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
             } else {
-                entry.0.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                entry
+                    .0
+                    .push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
             }
             if entry.0.len() >= 10_000 {
                 let (w, meta) = entry;
@@ -913,16 +962,26 @@ impl Worker {
     }
 
     /// Partitions whose committed end (where read_committed stopped) is short of the end.
-    fn stuck_partitions(&self, reader: &BaseConsumer<LogContext>, partitions: &[i32]) -> Result<Vec<i32>> {
+    fn stuck_partitions(
+        &self,
+        reader: &BaseConsumer<LogContext>,
+        partitions: &[i32],
+    ) -> Result<Vec<i32>> {
         let positions = reader.position()?;
         let mut stuck = Vec::new();
         for p in partitions {
             let (lo, hi) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?;
-            let pos = match positions.find_partition(&self.changelog, *p).map(|e| e.offset()) {
+            let pos = match positions
+                .find_partition(&self.changelog, *p)
+                .map(|e| e.offset())
+            {
                 Some(Offset::Offset(o)) => o,
                 _ => lo,
             };
-            debug!(partition = p, lo, hi, pos, "changelog read to its committed end");
+            debug!(
+                partition = p,
+                lo, hi, pos, "changelog read to its committed end"
+            );
             // The last record of a committed transaction is its marker; anything more is open.
             if hi - pos > 1 {
                 stuck.push(*p);
@@ -936,7 +995,10 @@ impl Worker {
         let mut cfg = reader_config(&self.settings, "restore");
         cfg.set("isolation.level", "read_uncommitted");
         let reader: BaseConsumer<LogContext> = cfg.create_with_context(LogContext)?;
-        let assignments: Vec<(String, i32)> = partitions.iter().map(|p| (self.changelog.clone(), *p)).collect();
+        let assignments: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|p| (self.changelog.clone(), *p))
+            .collect();
         let mut owners: HashMap<i32, String> = HashMap::new();
         read_to_end(&reader, &assignments, &self.handles.shutdown, |m| {
             if m.key() == Some(META_CHANGELOG_KEY) {
@@ -953,9 +1015,13 @@ impl Worker {
 /// Fences a transactional id: initialising a producer with it aborts its open transaction.
 fn fence(s: &Settings, transactional_id: &str) -> Result<()> {
     let mut c = base_config(s);
-    c.set("transactional.id", transactional_id).set("transaction.timeout.ms", "60000");
-    let p: ThreadedProducer<ProducerCtx> = c.create_with_context(ProducerCtx { delivery_errors: Arc::new(AtomicU64::new(0)) })?;
-    p.init_transactions(KAFKA_TIMEOUT).with_context(|| format!("cannot fence {transactional_id}"))?;
+    c.set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "60000");
+    let p: ThreadedProducer<ProducerCtx> = c.create_with_context(ProducerCtx {
+        delivery_errors: Arc::new(AtomicU64::new(0)),
+    })?;
+    p.init_transactions(KAFKA_TIMEOUT)
+        .with_context(|| format!("cannot fence {transactional_id}"))?;
     Ok(())
 }
 
@@ -1015,7 +1081,9 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             Box::new(store),
             settings.engine_settings(),
             settings.limits.clone(),
-        ),
+        )
+        // Avro input is recognised per record whatever the output format; JSON is unaffected.
+        .with_avro(Arc::new(crate::avro::AvroInput::from_settings(settings)?)),
         producer,
         delivery_errors,
         eos,
@@ -1032,6 +1100,10 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         failed: None,
         changelog: settings.changelog_topic(),
         transactional_id: format!("{}-{}", settings.application_id, settings.instance_id()),
+        last_usage: Instant::now() - Duration::from_secs(60),
+        last_sweep: Instant::now(),
+        next_sweep: 0,
+        avro_out: crate::avro::AvroOutput::from_settings(settings)?,
     }));
 
     let mut table_parts = Vec::new();

@@ -321,7 +321,10 @@ pub fn invalid(msg: impl Into<String>) -> Invalid {
 
 /// Parses JSON into a wire struct, naming the field path of a type error. The fast path
 /// parses without tracking paths; only a record that fails is parsed again to name the field.
-pub(crate) fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, Invalid> {
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
+    what: &str,
+    bytes: &'a [u8],
+) -> Result<T, Invalid> {
     if let Ok(v) = serde_json::from_slice::<T>(bytes) {
         return Ok(v);
     }
@@ -332,10 +335,14 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) ->
         if inner.is_syntax() || inner.is_eof() || path == "." {
             invalid(format!("{what} is not a JSON object: {inner}"))
         } else {
-            invalid(format!("invalid {what}: field `{path}`: {}", strip_position(&inner)))
+            invalid(format!(
+                "invalid {what}: field `{path}`: {}",
+                strip_position(&inner)
+            ))
         }
     })?;
-    de.end().map_err(|e| invalid(format!("{what} has trailing data: {e}")))?;
+    de.end()
+        .map_err(|e| invalid(format!("{what} has trailing data: {e}")))?;
     Ok(value)
 }
 

@@ -41,7 +41,11 @@ pub struct ReplaySummary {
 /// Replays `input` into `output` over an in-memory store that is dropped at the end (so the
 /// last journeys are not flushed to it).
 pub fn replay(input: impl BufRead, output: impl Write) -> Result<ReplaySummary> {
-    let mut p = Processor::new(Box::new(MemoryStore::default()), EngineSettings::default(), Limits::default());
+    let mut p = Processor::new(
+        Box::new(MemoryStore::default()),
+        EngineSettings::default(),
+        Limits::default(),
+    );
     replay_into(&mut p, input, output, now_ms)
 }
 
@@ -69,7 +73,12 @@ pub fn replay_with(
 }
 
 /// Replays through an existing processor (its tables and journeys carry over).
-pub fn replay_into(p: &mut Processor, input: impl BufRead, mut output: impl Write, clock: impl Fn() -> i64) -> Result<ReplaySummary> {
+pub fn replay_into(
+    p: &mut Processor,
+    input: impl BufRead,
+    mut output: impl Write,
+    clock: impl Fn() -> i64,
+) -> Result<ReplaySummary> {
     let mut summary = ReplaySummary::default();
     let mut out = Vec::new();
     let mut line = String::new();

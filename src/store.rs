@@ -48,6 +48,10 @@ pub trait JourneyStore: Send {
     fn drop_partition(&mut self, partition: i32) -> Result<()>;
     /// Number of journeys stored (approximate for RocksDB).
     fn journeys(&self) -> u64;
+    /// (live data bytes, block-cache hit ratio), where the store has them.
+    fn usage(&self) -> (u64, f64) {
+        (0, 0.0)
+    }
 }
 
 fn journey_key(partition: i32, key: &[u8]) -> Vec<u8> {
@@ -71,12 +75,19 @@ fn partition_prefix(partition: i32) -> [u8; 5] {
 /// An in-memory store.
 #[derive(Default)]
 pub struct MemoryStore {
-    partitions: std::collections::HashMap<i32, (PartitionMeta, std::collections::HashMap<Vec<u8>, Vec<u8>>)>,
+    partitions: std::collections::HashMap<
+        i32,
+        (PartitionMeta, std::collections::HashMap<Vec<u8>, Vec<u8>>),
+    >,
 }
 
 impl JourneyStore for MemoryStore {
     fn get(&self, partition: i32, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.partitions.get(&partition).and_then(|(_, m)| m.get(key)).cloned())
+        Ok(self
+            .partitions
+            .get(&partition)
+            .and_then(|(_, m)| m.get(key))
+            .cloned())
     }
 
     fn write(&mut self, partition: i32, writes: &[StateWrite], meta: &PartitionMeta) -> Result<()> {
@@ -119,6 +130,7 @@ impl JourneyStore for MemoryStore {
 /// Journeys in RocksDB.
 pub struct RocksStore {
     db: std::sync::Arc<rocksdb::DB>,
+    opts: rocksdb::Options,
 }
 
 impl RocksStore {
@@ -127,6 +139,7 @@ impl RocksStore {
             .with_context(|| format!("cannot create state dir {}", dir.display()))?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
+        opts.enable_statistics();
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);

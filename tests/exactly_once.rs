@@ -11,7 +11,7 @@
 
 mod common;
 
-use attrib::demo::{produce, read_topics, ReadBack};
+use attrib::demo::{ReadBack, produce, read_topics};
 use attrib::records::InputTopic;
 use attrib::settings::{Guarantee, Settings};
 use attrib::workload::GenRecord;
@@ -37,7 +37,11 @@ impl Drop for Logs {
                 if e.path().extension().is_some_and(|x| x == "log") {
                     let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                     let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                    eprintln!("--- {} (last 40 lines)\n{}", e.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                    eprintln!(
+                        "--- {} (last 40 lines)\n{}",
+                        e.path().display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
                 }
             }
         }
@@ -48,7 +52,10 @@ impl Drop for Logs {
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn kills() -> usize {
-    std::env::var("ATTRIB_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
+    std::env::var("ATTRIB_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
 }
 
 /// An `attrib run` child process.
@@ -60,7 +67,11 @@ struct Instance {
 
 fn settings_env(s: &Settings, instance: &str, state: &Path) -> Vec<(String, String)> {
     let t = &s.topics;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     [
         ("ATTRIB_BROKERS", s.brokers.clone()),
         ("ATTRIB_APPLICATION_ID", s.application_id.clone()),
@@ -69,7 +80,10 @@ fn settings_env(s: &Settings, instance: &str, state: &Path) -> Vec<(String, Stri
         ("ATTRIB_HTTP_ADDR", format!("127.0.0.1:{port}")),
         ("ATTRIB_PROCESSING_GUARANTEE", "exactly_once".to_string()),
         ("ATTRIB_COMMIT_INTERVAL_MS", "100".to_string()),
-        ("ATTRIB_LOG_LEVEL", std::env::var("ATTRIB_TEST_LOG").unwrap_or_else(|_| "warn,attrib=info".to_string())),
+        (
+            "ATTRIB_LOG_LEVEL",
+            std::env::var("ATTRIB_TEST_LOG").unwrap_or_else(|_| "warn,attrib=info".to_string()),
+        ),
         ("ATTRIB_TOPIC_CLICKS", t.clicks.clone()),
         ("ATTRIB_TOPIC_CONVERSIONS", t.conversions.clone()),
         ("ATTRIB_TOPIC_PROMO_CODES", t.promo_codes.clone()),
@@ -82,13 +96,21 @@ fn settings_env(s: &Settings, instance: &str, state: &Path) -> Vec<(String, Stri
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .chain(std::env::var("ATTRIB_TEST_KAFKA_DEBUG").ok().map(|d| ("ATTRIB_KAFKA_DEBUG".to_string(), d)))
+    .chain(
+        std::env::var("ATTRIB_TEST_KAFKA_DEBUG")
+            .ok()
+            .map(|d| ("ATTRIB_KAFKA_DEBUG".to_string(), d)),
+    )
     .collect()
 }
 
 impl Instance {
     fn start(env: Vec<(String, String)>, log: PathBuf) -> Instance {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_attrib"))
             .arg("run")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -116,7 +138,11 @@ impl Instance {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "attrib exited with {status}; log {}", self.log.display());
+                assert!(
+                    status.success(),
+                    "attrib exited with {status}; log {}",
+                    self.log.display()
+                );
                 return;
             }
             assert!(Instant::now() < deadline, "attrib did not stop within 60 s");
@@ -126,17 +152,40 @@ impl Instance {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }
 
 fn tables() -> Vec<GenRecord> {
     use InputTopic::*;
     let mut t = vec![
-        rec(Config, "program/p1", r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD","credit_policy":"linear","locking_days":30}"#),
-        rec(Config, "program/p2", r#"{"type":"program","program_id":"p2","account_id":"acme","currency":"USD"}"#),
-        rec(Config, "cross_program/acme", r#"{"type":"cross_program","account_id":"acme","enabled":true,"scope":"all"}"#),
-        rec(PromoCodes, "p1/SAVE", r#"{"type":"promo_code","program_id":"p1","code":"SAVE","partner_id":"pa0","credit_policy":"always"}"#),
-        rec(Config, "program/bad", r#"{"type":"program","program_id":"bad"}"#),
+        rec(
+            Config,
+            "program/p1",
+            r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD","credit_policy":"linear","locking_days":30}"#,
+        ),
+        rec(
+            Config,
+            "program/p2",
+            r#"{"type":"program","program_id":"p2","account_id":"acme","currency":"USD"}"#,
+        ),
+        rec(
+            Config,
+            "cross_program/acme",
+            r#"{"type":"cross_program","account_id":"acme","enabled":true,"scope":"all"}"#,
+        ),
+        rec(
+            PromoCodes,
+            "p1/SAVE",
+            r#"{"type":"promo_code","program_id":"p1","code":"SAVE","partner_id":"pa0","credit_policy":"always"}"#,
+        ),
+        rec(
+            Config,
+            "program/bad",
+            r#"{"type":"program","program_id":"bad"}"#,
+        ),
     ];
     for p in ["p1", "p2"] {
         for i in 0..5 {
@@ -165,7 +214,10 @@ fn waves(seed: u64, count: usize, devices: usize) -> Vec<Wave> {
     let mut previous: Vec<(String, String, i64)> = Vec::new();
     let base = attrib::time::parse_rfc3339("2026-10-01T00:00:00Z").unwrap();
     for w in 0..count {
-        let mut wave = Wave { clicks: Vec::new(), conversions: Vec::new() };
+        let mut wave = Wave {
+            clicks: Vec::new(),
+            conversions: Vec::new(),
+        };
         let mut orders = Vec::new();
         for d in 0..devices {
             let key = format!("w{w}-d{d}");
@@ -178,11 +230,16 @@ fn waves(seed: u64, count: usize, devices: usize) -> Vec<Wave> {
                 )));
             }
             if rng.gen_bool(0.05) {
-                wave.clicks.push(rec(Clicks, &key, r#"{"type":"click","click_id":"broken"}"#));
+                wave.clicks
+                    .push(rec(Clicks, &key, r#"{"type":"click","click_id":"broken"}"#));
             }
             let order = format!("o-{key}");
             let tc = t0 + 600_000;
-            let code = if rng.gen_bool(0.1) { r#","promo_code":"save""# } else { "" };
+            let code = if rng.gen_bool(0.1) {
+                r#","promo_code":"save""#
+            } else {
+                ""
+            };
             wave.conversions.push(rec(Conversions, &key, &format!(
                 r#"{{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"{order}","occurred_at":"{}","device_id":"{key}","order_discount":"1.00","items":[{{"sku":"A","category":"shoes","quantity":{},"unit_price":"19.99"}},{{"sku":"B","category":"hats","quantity":1,"unit_price":"5.05"}}]{code}}}"#,
                 attrib::time::format_rfc3339(tc), rng.gen_range(1..4)
@@ -211,20 +268,43 @@ fn waves(seed: u64, count: usize, devices: usize) -> Vec<Wave> {
 
 /// The consumer group's committed offsets, summed per topic.
 fn committed(s: &Settings, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &s.brokers).set("group.id", &s.application_id).create().unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", &s.application_id)
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
     match c.committed_offsets(tpl, Duration::from_secs(10)) {
-        Ok(tpl) => tpl.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum(),
+        Ok(tpl) => tpl
+            .elements()
+            .iter()
+            .map(|e| {
+                if let Offset::Offset(o) = e.offset() {
+                    o
+                } else {
+                    0
+                }
+            })
+            .sum(),
         Err(_) => 0,
     }
 }
 
 fn end_offsets(s: &Settings, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &s.brokers).create().unwrap();
-    (0..partitions).map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1).sum()
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum()
 }
 
 /// Waits until attrib has committed everything written to `topic` so far. With transactional
@@ -239,20 +319,42 @@ fn wait_committed(s: &Settings, topic: &str, partitions: i32, timeout: Duration)
         if got >= want {
             return;
         }
-        assert!(Instant::now() < deadline, "attrib committed {got} of {want} records of {topic} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "attrib committed {got} of {want} records of {topic} within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// A comparable form of an output record: topic kind, key, value without `processed_at`; DLQ
 /// records by their original value and source topic kind.
-fn canonical(s: &Settings, topic_kind: &str, key: Option<&[u8]>, value: Option<&[u8]>, source: Option<&str>) -> String {
-    let key = key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+fn canonical(
+    s: &Settings,
+    topic_kind: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    source: Option<&str>,
+) -> String {
+    let key = key
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
     match topic_kind {
         "dlq" => {
             let src = source.unwrap_or("");
-            let src = if src == s.topics.clicks || src == "clicks" { "clicks" } else if src == s.topics.conversions || src == "conversions" { "conversions" } else if src == s.topics.config || src == "config" { "config" } else { "promo_codes" };
-            format!("dlq|{src}|{key}|{}", String::from_utf8_lossy(value.unwrap_or_default()))
+            let src = if src == s.topics.clicks || src == "clicks" {
+                "clicks"
+            } else if src == s.topics.conversions || src == "conversions" {
+                "conversions"
+            } else if src == s.topics.config || src == "config" {
+                "config"
+            } else {
+                "promo_codes"
+            };
+            format!(
+                "dlq|{src}|{key}|{}",
+                String::from_utf8_lossy(value.unwrap_or_default())
+            )
         }
         _ => {
             let mut v: serde_json::Value = serde_json::from_slice(value.unwrap()).unwrap();
@@ -274,8 +376,19 @@ fn multiset(items: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> 
 fn replay_expectation(s: &Settings, records: &[GenRecord]) -> BTreeMap<String, usize> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, records.iter().map(|r| r.replay_line() + "\n").collect::<String>()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_attrib")).arg("replay").arg(&input).output().unwrap();
+    std::fs::write(
+        &input,
+        records
+            .iter()
+            .map(|r| r.replay_line() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attrib"))
+        .arg("replay")
+        .arg(&input)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     multiset(text.lines().map(|l| {
@@ -287,25 +400,53 @@ fn replay_expectation(s: &Settings, records: &[GenRecord]) -> BTreeMap<String, u
                 serde_json::Value::String(s) => s.clone().into_bytes(),
                 other => other.to_string().into_bytes(),
             };
-            let src = v["headers"]["attrib.source.topic"].as_str().map(str::to_string);
+            let src = v["headers"]["attrib.source.topic"]
+                .as_str()
+                .map(str::to_string);
             canonical(s, kind, key.as_deref(), Some(&value), src.as_deref())
         } else {
-            canonical(s, kind, key.as_deref(), Some(v["value"].to_string().as_bytes()), None)
+            canonical(
+                s,
+                kind,
+                key.as_deref(),
+                Some(v["value"].to_string().as_bytes()),
+                None,
+            )
         }
     }))
 }
 
 fn kafka_output(s: &Settings) -> BTreeMap<String, usize> {
-    let out: Vec<ReadBack> = read_topics(&s.brokers, &[&s.topics.actions, &s.topics.invalid_actions, &s.topics.dlq]).unwrap();
+    let out: Vec<ReadBack> = read_topics(
+        &s.brokers,
+        &[&s.topics.actions, &s.topics.invalid_actions, &s.topics.dlq],
+    )
+    .unwrap();
     multiset(out.iter().map(|r| {
-        let kind = if r.topic == s.topics.actions { "actions" } else if r.topic == s.topics.invalid_actions { "invalid_actions" } else { "dlq" };
+        let kind = if r.topic == s.topics.actions {
+            "actions"
+        } else if r.topic == s.topics.invalid_actions {
+            "invalid_actions"
+        } else {
+            "dlq"
+        };
         let value = if kind == "dlq" {
             // Replay keeps a JSON value as JSON; compare JSON values in their compact form.
-            r.value.as_deref().map(|v| serde_json::from_slice::<serde_json::Value>(v).map(|j| j.to_string().into_bytes()).unwrap_or_else(|_| v.to_vec()))
+            r.value.as_deref().map(|v| {
+                serde_json::from_slice::<serde_json::Value>(v)
+                    .map(|j| j.to_string().into_bytes())
+                    .unwrap_or_else(|_| v.to_vec())
+            })
         } else {
             r.value.clone()
         };
-        canonical(s, kind, r.key.as_deref(), value.as_deref(), r.headers.get("attrib.source.topic").map(String::as_str))
+        canonical(
+            s,
+            kind,
+            r.key.as_deref(),
+            value.as_deref(),
+            r.headers.get("attrib.source.topic").map(String::as_str),
+        )
     }))
 }
 
@@ -314,7 +455,10 @@ fn assert_same(want: &BTreeMap<String, usize>, got: &BTreeMap<String, usize>) {
     for (k, n) in want {
         let g = got.get(k).copied().unwrap_or(0);
         if g != *n {
-            diffs.push(format!("expected {n}× got {g}×: {}", &k[..k.len().min(300)]));
+            diffs.push(format!(
+                "expected {n}× got {g}×: {}",
+                &k[..k.len().min(300)]
+            ));
         }
     }
     for (k, n) in got {
@@ -323,7 +467,17 @@ fn assert_same(want: &BTreeMap<String, usize>, got: &BTreeMap<String, usize>) {
         }
     }
     let total: usize = want.values().sum();
-    assert!(diffs.is_empty(), "{} of {total} outputs differ from replay:\n{}", diffs.len(), diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} of {total} outputs differ from replay:\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 fn setup(partitions: i32) -> Option<(Settings, tempfile::TempDir)> {
@@ -335,7 +489,13 @@ fn setup(partitions: i32) -> Option<(Settings, tempfile::TempDir)> {
 }
 
 /// Writes the waves with barriers; `between` runs after each wave's clicks are produced.
-fn write_waves(s: &Settings, partitions: i32, ws: &[Wave], all: &mut Vec<GenRecord>, mut between: impl FnMut(usize)) {
+fn write_waves(
+    s: &Settings,
+    partitions: i32,
+    ws: &[Wave],
+    all: &mut Vec<GenRecord>,
+    mut between: impl FnMut(usize),
+) {
     for (i, w) in ws.iter().enumerate() {
         produce(&s.brokers, s, &w.clicks).unwrap();
         all.extend(w.clicks.iter().cloned());
@@ -345,7 +505,12 @@ fn write_waves(s: &Settings, partitions: i32, ws: &[Wave], all: &mut Vec<GenReco
         all.extend(w.conversions.iter().cloned());
     }
     wait_committed(s, &s.topics.clicks, partitions, Duration::from_secs(180));
-    wait_committed(s, &s.topics.conversions, partitions, Duration::from_secs(180));
+    wait_committed(
+        s,
+        &s.topics.conversions,
+        partitions,
+        Duration::from_secs(180),
+    );
 }
 
 #[test]
@@ -374,7 +539,10 @@ fn crash_test_sigkill_at_random_moments_output_is_exactly_the_replay() {
     inst.stop();
     let want = replay_expectation(&s, &all);
     let got = kafka_output(&s);
-    assert!(want.values().sum::<usize>() >= n * 2 * 40, "every conversion has an output");
+    assert!(
+        want.values().sum::<usize>() >= n * 2 * 40,
+        "every conversion has an output"
+    );
     assert_same(&want, &got);
 }
 
@@ -389,8 +557,14 @@ fn scale_out_two_instances_one_killed_the_other_takes_over() {
     let _logs = Logs(dir.path().to_path_buf());
     let mut all = tables();
     produce(&s.brokers, &s, &all).unwrap();
-    let a = Instance::start(settings_env(&s, "scale-a", &dir.path().join("a")), dir.path().join("a.log"));
-    let mut b = Instance::start(settings_env(&s, "scale-b", &dir.path().join("b")), dir.path().join("b.log"));
+    let a = Instance::start(
+        settings_env(&s, "scale-a", &dir.path().join("a")),
+        dir.path().join("a.log"),
+    );
+    let mut b = Instance::start(
+        settings_env(&s, "scale-b", &dir.path().join("b")),
+        dir.path().join("b.log"),
+    );
     let ws = waves(2, 8, 40);
     write_waves(&s, 4, &ws, &mut all, |i| {
         if i == 3 {
@@ -401,7 +575,10 @@ fn scale_out_two_instances_one_killed_the_other_takes_over() {
     let want = replay_expectation(&s, &all);
     assert_same(&want, &kafka_output(&s));
     let log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
-    assert!(log.contains("state restored"), "the survivor restored the partitions it took over:\n{log}");
+    assert!(
+        log.contains("state restored"),
+        "the survivor restored the partitions it took over:\n{log}"
+    );
 }
 
 #[test]
@@ -412,12 +589,18 @@ fn restore_from_the_changelog_after_the_state_dir_is_deleted() {
     use InputTopic::*;
     produce(&s.brokers, &s, &tables()).unwrap();
     let state = dir.path().join("state");
-    let inst = Instance::start(settings_env(&s, "restore-0", &state), dir.path().join("attrib.log"));
+    let inst = Instance::start(
+        settings_env(&s, "restore-0", &state),
+        dir.path().join("attrib.log"),
+    );
     produce(&s.brokers, &s, &[rec(Clicks, "dev-r", r#"{"type":"click","click_id":"before","program_id":"p1","partner_id":"pa3","occurred_at":"2026-10-01T00:00:00Z","device_id":"dev-r"}"#)]).unwrap();
     wait_committed(&s, &s.topics.clicks, 2, Duration::from_secs(60));
     inst.stop();
     std::fs::remove_dir_all(&state).unwrap();
-    let inst = Instance::start(settings_env(&s, "restore-0", &state), dir.path().join("attrib.log"));
+    let inst = Instance::start(
+        settings_env(&s, "restore-0", &state),
+        dir.path().join("attrib.log"),
+    );
     produce(&s.brokers, &s, &[rec(Conversions, "dev-r", r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"after","occurred_at":"2026-10-02T00:00:00Z","device_id":"dev-r","order_subtotal":"100"}"#)]).unwrap();
     wait_committed(&s, &s.topics.conversions, 2, Duration::from_secs(60));
     inst.stop();
@@ -440,13 +623,28 @@ fn broker_restart_mid_stream_attrib_recovers_and_output_is_exact() {
     let bin = std::env::var("ATTRIB_NISSHI_BIN").expect("ATTRIB_NISSHI_BIN (set by scripts/test)");
     let dir = tempfile::tempdir().unwrap();
     let _logs = Logs(dir.path().to_path_buf());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let start_broker = || {
         // nisshi reads a sqlite path relative to its working directory.
         let child = Command::new(&bin)
             .current_dir(dir.path())
-            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}"), "--advertised-listener-url", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--storage-engine", "sqlite:///nisshi.db", "--group-initial-rebalance-delay", "100ms"])
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
+            .args([
+                "--storage-engine",
+                "sqlite:///nisshi.db",
+                "--group-initial-rebalance-delay",
+                "100ms",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -464,7 +662,10 @@ fn broker_restart_mid_stream_attrib_recovers_and_output_is_exact() {
     common::create_topics(&brokers, &common::topics_of(&s, 2));
     let mut all = tables();
     produce(&s.brokers, &s, &all).unwrap();
-    let inst = Instance::start(settings_env(&s, "broker-0", &dir.path().join("state")), dir.path().join("attrib.log"));
+    let inst = Instance::start(
+        settings_env(&s, "broker-0", &dir.path().join("state")),
+        dir.path().join("attrib.log"),
+    );
     let ws = waves(3, 6, 40);
     write_waves(&s, 2, &ws, &mut all, |i| {
         if i == 2 {
