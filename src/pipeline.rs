@@ -10,7 +10,7 @@
 //! committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
 //! from the changelog before its partition is processed.
 
-use crate::codec::{Encoded, OutputTopic, encode_json};
+use crate::codec::{Encoded, OutputTopic};
 use crate::http::{HttpState, JourneyLookup};
 use crate::journey::Journey;
 use crate::metrics::Metrics;

@@ -152,6 +152,7 @@ impl RocksStore {
             .with_context(|| format!("cannot open RocksDB at {}", dir.display()))?;
         Ok(RocksStore {
             db: std::sync::Arc::new(db),
+            opts,
         })
     }
 
@@ -167,6 +168,18 @@ impl RocksStore {
             .ok()
             .flatten()
             .unwrap_or(0)
+    }
+
+    /// Block-cache hit ratio since the store was opened (0 before any read).
+    pub fn block_cache_hit_ratio(&self) -> f64 {
+        use rocksdb::statistics::Ticker;
+        let hit = self.opts.get_ticker_count(Ticker::BlockCacheHit) as f64;
+        let miss = self.opts.get_ticker_count(Ticker::BlockCacheMiss) as f64;
+        if hit + miss == 0.0 {
+            0.0
+        } else {
+            hit / (hit + miss)
+        }
     }
 }
 
@@ -233,6 +246,10 @@ impl JourneyStore for RocksStore {
             .ok()
             .flatten()
             .unwrap_or(0)
+    }
+
+    fn usage(&self) -> (u64, f64) {
+        (self.live_size(), self.block_cache_hit_ratio())
     }
 }
 
