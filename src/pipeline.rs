@@ -598,14 +598,7 @@ impl Worker {
             InputTopic::Conversions
         };
         self.ensure_txn()?;
-        let rec = InRecord {
-            topic,
-            source_topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            value: m.payload(),
-        };
+        let rec = in_record(m, topic);
         let mut out = std::mem::take(&mut self.scratch);
         self.processor.process(&rec, now_ms(), &mut out)?;
         for o in out.drain(..) {
@@ -625,14 +618,7 @@ impl Worker {
         } else {
             InputTopic::PromoCodes
         };
-        let rec = InRecord {
-            topic,
-            source_topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            value: m.payload(),
-        };
+        let rec = in_record(m, topic);
         if let Some(d) = self.processor.apply_table(&rec) {
             warn!(
                 topic = m.topic(),
@@ -1023,6 +1009,18 @@ fn fence(s: &Settings, transactional_id: &str) -> Result<()> {
     p.init_transactions(KAFKA_TIMEOUT)
         .with_context(|| format!("cannot fence {transactional_id}"))?;
     Ok(())
+}
+
+/// A consumed Kafka record as the processor's input.
+fn in_record<'a>(m: &'a BorrowedMessage<'_>, topic: InputTopic) -> InRecord<'a> {
+    InRecord {
+        topic,
+        source_topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        value: m.payload(),
+    }
 }
 
 /// Clean-shutdown marker: per partition, the changelog end offset matching local state.
