@@ -10,6 +10,8 @@
 //! - [`output`]: actions and invalid actions.
 //! - [`processor`]: decode → engine → outputs for a batch of one partition, over a
 //!   [`store::JourneyStore`]; shared by `replay`, `run` and `demo`.
+//! - [`changelog`]: the journeys changelog's transaction segments and the restore that keeps
+//!   only committed ones (no IO).
 //! - [`store`]: journey stores: RocksDB (on its own thread-safe handle) and in-memory.
 //! - [`codec`]: output encodings (JSON, Avro) and DLQ headers.
 //! - [`avro`]: Avro input (Confluent and single-object framing, schema resolution into the
@@ -21,6 +23,7 @@
 //! - [`demo`]: an embedded mock cluster, synthetic traffic and a summary.
 
 pub mod avro;
+pub mod changelog;
 pub mod codec;
 pub mod demo;
 pub mod engine;

@@ -14,11 +14,12 @@ use crate::codec::{Encoded, OutputTopic};
 use crate::http::{HttpState, JourneyLookup};
 use crate::journey::Journey;
 use crate::metrics::Metrics;
-use crate::processor::{DlqRecord, InRecord, OutRecord, PartitionWrites, Processor};
+use crate::processor::{DlqRecord, InRecord, OutRecord, Processor};
 use crate::records::InputTopic;
 use crate::replay::now_ms;
 use crate::settings::{Guarantee, Settings};
-use crate::store::{META_CHANGELOG_KEY, PartitionMeta, RocksStore, StateWrite};
+use crate::changelog::{Marker, RestoreSink, SegmentId};
+use crate::store::{JourneyStore, META_CHANGELOG_KEY, PartitionMeta, RocksStore, StateWrite};
 use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -29,7 +30,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -369,17 +370,15 @@ fn reader_config(s: &Settings, purpose: &str) -> ClientConfig {
     c
 }
 
-fn producer_config(s: &Settings, eos: bool) -> ClientConfig {
+/// A producer; with a transactional id for an `exactly_once` task.
+fn producer_config(s: &Settings, transactional_id: Option<&str>) -> ClientConfig {
     let mut c = base_config(s);
     c.set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000");
-    if eos {
-        c.set(
-            "transactional.id",
-            format!("{}-{}", s.application_id, s.instance_id()),
-        )
-        .set("transaction.timeout.ms", "60000");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id)
+            .set("transaction.timeout.ms", "60000");
     }
     for (k, v) in &s.kafka {
         c.set(k, v);
@@ -495,16 +494,49 @@ fn read_to_end(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The worker: processor + producer + transaction state
+// The worker: processor + producers + transaction state
 // ---------------------------------------------------------------------------------------------
+
+/// Under `exactly_once`, each owned partition number (a *task*: that partition of clicks, of
+/// conversions and of the changelog) has its own transactional producer with the stable id
+/// `<application_id>-task-<partition>`. Whoever is assigned the task next initialises that id,
+/// which fences the previous owner and aborts any transaction it left open — also when it died
+/// and the broker never times transactions out. This is Kafka Streams' per-task model
+/// (`exactly_once`, before `exactly_once_v2`); see docs/exactly-once.md.
+struct Task {
+    producer: ThreadedProducer<ProducerCtx>,
+    txn_open: bool,
+    /// Names this producer's changelog segments.
+    token: u64,
+    seq: u64,
+    /// The last committed changelog segment of the partition.
+    head: Option<SegmentId>,
+    /// Next offsets of the partition in each input topic, committed with every transaction.
+    positions: Vec<(String, i64)>,
+}
+
+impl Task {
+    fn next_segment(&self) -> SegmentId {
+        SegmentId {
+            token: self.token,
+            seq: self.seq + 1,
+        }
+    }
+}
+
+fn task_transactional_id(s: &Settings, partition: i32) -> String {
+    format!("{}-task-{partition}", s.application_id)
+}
 
 struct Worker {
     settings: Settings,
     processor: Processor,
-    producer: ThreadedProducer<ProducerCtx>,
+    /// `at_least_once`: one idempotent producer for everything.
+    shared: Option<ThreadedProducer<ProducerCtx>>,
+    /// `exactly_once`: one transactional producer per owned partition.
+    tasks: BTreeMap<i32, Task>,
     delivery_errors: Arc<AtomicU64>,
     eos: bool,
-    txn_open: bool,
     /// Next offsets to commit, per (topic, partition).
     offsets: HashMap<(String, i32), i64>,
     /// Outputs of the current batch (for metrics at commit).
@@ -520,62 +552,74 @@ struct Worker {
     handles: Handles,
     failed: Option<anyhow::Error>,
     changelog: String,
-    transactional_id: String,
     last_usage: Instant,
     last_sweep: Instant,
     next_sweep: i32,
     avro_out: Option<crate::avro::AvroOutput>,
 }
 
+/// Produces one record, waiting while librdkafka's queue is full.
+fn send(
+    producer: &ThreadedProducer<ProducerCtx>,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, String)],
+) -> Result<()> {
+    let mut hs = OwnedHeaders::new_with_capacity(headers.len());
+    for (k, v) in headers {
+        hs = hs.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        });
+    }
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(hs);
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = value {
+        rec = rec.payload(v);
+    }
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
+        }
+    }
+}
+
 impl Worker {
-    fn ensure_txn(&mut self) -> Result<()> {
-        if self.eos && !self.txn_open {
-            self.producer
+    /// The producer for work of `partition`; under `exactly_once` its transaction is begun.
+    fn producer(&mut self, partition: i32) -> Result<&ThreadedProducer<ProducerCtx>> {
+        if let Some(p) = &self.shared {
+            return Ok(p);
+        }
+        let task = self
+            .tasks
+            .get_mut(&partition)
+            .ok_or_else(|| anyhow!("partition {partition} is not assigned to this instance"))?;
+        if !task.txn_open {
+            task.producer
                 .begin_transaction()
                 .context("cannot begin transaction")?;
-            self.txn_open = true;
+            task.txn_open = true;
         }
-        Ok(())
+        Ok(&task.producer)
     }
 
-    fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[(&str, String)],
-    ) -> Result<()> {
-        let mut hs = OwnedHeaders::new_with_capacity(headers.len());
-        for (k, v) in headers {
-            hs = hs.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(hs);
-        if let Some(p) = partition {
-            rec = rec.partition(p);
-        }
-        if let Some(k) = key {
-            rec = rec.key(k);
-        }
-        if let Some(v) = value {
-            rec = rec.payload(v);
-        }
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
-            }
-        }
+    fn txn_open(&self) -> bool {
+        self.tasks.values().any(|t| t.txn_open)
     }
 
-    fn send_output(&self, o: &OutRecord) -> Result<()> {
+    fn send_output(&mut self, partition: i32, o: &OutRecord) -> Result<()> {
         let Encoded {
             topic,
             key,
@@ -584,11 +628,19 @@ impl Worker {
         } = crate::codec::encode(o, self.settings.output_format, self.avro_out.as_ref())?;
         let t = &self.settings.topics;
         let name = match topic {
-            OutputTopic::Actions => &t.actions,
-            OutputTopic::InvalidActions => &t.invalid_actions,
-            OutputTopic::Dlq => &t.dlq,
+            OutputTopic::Actions => t.actions.clone(),
+            OutputTopic::InvalidActions => t.invalid_actions.clone(),
+            OutputTopic::Dlq => t.dlq.clone(),
         };
-        self.send(name, None, key.as_deref(), value.as_deref(), &headers)
+        let producer = self.producer(partition)?;
+        send(
+            producer,
+            &name,
+            None,
+            key.as_deref(),
+            value.as_deref(),
+            &headers,
+        )
     }
 
     fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
@@ -597,17 +649,20 @@ impl Worker {
         } else {
             InputTopic::Conversions
         };
-        self.ensure_txn()?;
+        let partition = m.partition();
+        // Begins the task's transaction even when the record has no output: its offset is
+        // committed in it.
+        self.producer(partition)?;
         let rec = in_record(m, topic);
         let mut out = std::mem::take(&mut self.scratch);
         self.processor.process(&rec, now_ms(), &mut out)?;
         for o in out.drain(..) {
-            self.send_output(&o)?;
+            self.send_output(partition, &o)?;
             self.outputs.push(o);
         }
         self.scratch = out;
         self.offsets
-            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+            .insert((m.topic().to_string(), partition), m.offset() + 1);
         self.processed += 1;
         Ok(())
     }
@@ -636,7 +691,8 @@ impl Worker {
         }
     }
 
-    /// The owner of partition 0 reports refused table records it has not reported yet.
+    /// The owner of partition 0 reports refused table records it has not reported yet, in
+    /// partition 0's transaction, with the reported position in partition 0's metadata.
     fn report_table_rejects(&mut self) -> Result<()> {
         if !self.owned.contains(&0) || self.table_rejects.is_empty() {
             return Ok(());
@@ -668,10 +724,9 @@ impl Worker {
         if todo.is_empty() {
             return Ok(());
         }
-        self.ensure_txn()?;
         for d in todo {
             let o = OutRecord::Dlq(Box::new(d.clone()));
-            self.send_output(&o)?;
+            self.send_output(0, &o)?;
             match current
                 .iter_mut()
                 .find(|(t, p, _)| *t == d.source_topic && *p == d.partition)
@@ -684,35 +739,14 @@ impl Worker {
         Ok(())
     }
 
-    fn send_changelog(&self, writes: &[PartitionWrites]) -> Result<()> {
-        for w in writes {
-            for (k, v) in &w.writes {
-                self.send(
-                    &self.changelog,
-                    Some(w.partition),
-                    Some(k),
-                    v.as_deref(),
-                    &[],
-                )?;
-            }
-            self.send(
-                &self.changelog,
-                Some(w.partition),
-                Some(META_CHANGELOG_KEY),
-                Some(&w.meta.encode()),
-                &[],
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Commits outputs, state and offsets together.
+    /// Commits outputs, state and offsets together: one transaction per task with work, the
+    /// tasks' commits in parallel.
     fn commit(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<()> {
         self.report_table_rejects()?;
-        if self.processed == 0 && !self.txn_open && self.processor.pending() == 0 {
+        if self.processed == 0 && !self.txn_open() && self.processor.pending() == 0 {
             return Ok(());
         }
-        self.sweep_one()?;
+        let sweep = self.sweep_one()?;
         let started = Instant::now();
         let span = info_span!(
             "commit",
@@ -720,48 +754,200 @@ impl Worker {
             outputs = self.outputs.len()
         );
         let _g = span.enter();
-        let writes = self.processor.drain_writes();
-        self.ensure_txn()?;
-        self.send_changelog(&writes)?;
+        if self.eos {
+            self.commit_tasks(consumer, sweep)?;
+        } else {
+            let writes = self.processor.drain_writes();
+            if let Some((p, w)) = &sweep {
+                self.send_changelog_writes(*p, w)?;
+            }
+            for w in &writes {
+                self.send_changelog_writes(w.partition, &w.writes)?;
+            }
+            self.commit_at_least_once(consumer)?;
+            self.processor.apply_writes(&writes)?;
+        }
+        self.after_commit(started);
+        Ok(())
+    }
+
+    fn send_changelog_writes(&mut self, partition: i32, writes: &[StateWrite]) -> Result<()> {
+        let changelog = self.changelog.clone();
+        let producer = self.producer(partition)?;
+        for (k, v) in writes {
+            send(
+                producer,
+                &changelog,
+                Some(partition),
+                Some(k),
+                v.as_deref(),
+                &[],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn send_marker(&mut self, partition: i32, marker: &Marker) -> Result<()> {
+        let changelog = self.changelog.clone();
+        let producer = self.producer(partition)?;
+        send(
+            producer,
+            &changelog,
+            Some(partition),
+            Some(META_CHANGELOG_KEY),
+            Some(&marker.encode()),
+            &[],
+        )
+    }
+
+    /// Per task with work: a changelog segment (`Begin`, journeys, `End` with the metadata),
+    /// the input offsets named after the segment, and the commit; the tasks commit in parallel.
+    /// Local RocksDB is written only for the tasks whose commit succeeded.
+    fn commit_tasks(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        sweep: Option<(i32, Vec<StateWrite>)>,
+    ) -> Result<()> {
+        let open: Vec<i32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.txn_open)
+            .map(|(p, _)| *p)
+            .collect();
+        // Every task in a transaction writes its segment, with or without journey changes.
+        for p in &open {
+            self.processor.meta_mut(*p)?;
+        }
+        let mut writes = self.processor.drain_writes();
+        for w in writes.iter_mut() {
+            let task = self.tasks.get(&w.partition).ok_or_else(|| {
+                anyhow!("partition {} is not assigned to this instance", w.partition)
+            })?;
+            let id = task.next_segment();
+            let parent = task.head;
+            w.meta.segment = Some(id);
+            self.send_marker(w.partition, &Marker::Begin { id, parent })?;
+            if let Some((_, sw)) = sweep.as_ref().filter(|(p, _)| *p == w.partition) {
+                self.send_changelog_writes(w.partition, sw)?;
+            }
+            self.send_changelog_writes(w.partition, &w.writes)?;
+            self.send_marker(
+                w.partition,
+                &Marker::End {
+                    id,
+                    meta: w.meta.clone(),
+                },
+            )?;
+        }
+        let mut work = Vec::new();
+        for (&p, task) in &self.tasks {
+            if !task.txn_open {
+                continue;
+            }
+            let id = task.next_segment();
+            let mut tpl = TopicPartitionList::new();
+            for (topic, position) in &task.positions {
+                let next = self
+                    .offsets
+                    .get(&(topic.clone(), p))
+                    .copied()
+                    .unwrap_or(*position);
+                tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
+                if let Some(mut e) = tpl.find_partition(topic, p) {
+                    e.set_metadata(id.to_string());
+                }
+            }
+            let gm = consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow!("no consumer group metadata"))?;
+            work.push((p, task, tpl, gm));
+        }
+        let results: Vec<(i32, Result<()>)> = std::thread::scope(|s| {
+            let running: Vec<_> = work
+                .into_iter()
+                .map(|(p, task, tpl, gm)| {
+                    let h = s.spawn(move || -> Result<()> {
+                        if tpl.count() > 0 {
+                            task.producer
+                                .send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT)
+                                .context("cannot add offsets to the transaction")?;
+                        }
+                        task.producer
+                            .commit_transaction(KAFKA_TIMEOUT)
+                            .context("transaction commit failed")
+                    });
+                    (p, h)
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|(p, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("commit thread panicked")));
+                    (p, r)
+                })
+                .collect()
+        });
+        let m = self.handles.metrics.clone();
+        let mut first_error = None;
+        for (p, r) in results {
+            let task = self.tasks.get_mut(&p).expect("task of a result");
+            task.txn_open = false;
+            match r {
+                Ok(()) => {
+                    m.transactions.with_label_values(&["commit"]).inc();
+                    task.head = Some(task.next_segment());
+                    task.seq += 1;
+                    for (topic, position) in task.positions.iter_mut() {
+                        if let Some(next) = self.offsets.get(&(topic.clone(), p)) {
+                            *position = *next;
+                        }
+                    }
+                }
+                Err(e) => {
+                    m.transactions.with_label_values(&["abort"]).inc();
+                    let _ = task.producer.abort_transaction(KAFKA_TIMEOUT);
+                    first_error.get_or_insert(e.context(format!("partition {p}")));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            // Other tasks may have committed: the pipeline restarts and local state is rebuilt
+            // from the changelog.
+            return Err(e);
+        }
+        self.processor.apply_writes(&writes)
+    }
+
+    fn commit_at_least_once(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<()> {
+        let producer = self.shared.as_ref().expect("at_least_once has a shared producer");
+        producer
+            .flush(KAFKA_TIMEOUT)
+            .context("cannot flush outputs")?;
+        let errors = self.delivery_errors.swap(0, Ordering::AcqRel);
+        if errors > 0 {
+            bail!("{errors} output records were not delivered");
+        }
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &self.offsets {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
         }
-        if self.eos {
-            if tpl.count() > 0 {
-                let gm = consumer
-                    .group_metadata()
-                    .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT)
-                    .context("cannot add offsets to the transaction")?;
-            }
-            if let Err(e) = self.producer.commit_transaction(KAFKA_TIMEOUT) {
-                self.txn_open = false;
-                self.handles
-                    .metrics
-                    .transactions
-                    .with_label_values(&["abort"])
-                    .inc();
-                let _ = self.producer.abort_transaction(KAFKA_TIMEOUT);
-                return Err(anyhow!("transaction commit failed: {e}"));
-            }
-            self.txn_open = false;
-        } else {
-            self.producer
-                .flush(KAFKA_TIMEOUT)
-                .context("cannot flush outputs")?;
-            let errors = self.delivery_errors.swap(0, Ordering::AcqRel);
-            if errors > 0 {
-                bail!("{errors} output records were not delivered");
-            }
-            if tpl.count() > 0 {
-                consumer
-                    .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-                    .context("cannot commit offsets")?;
-            }
+        if tpl.count() > 0 {
+            consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+                .context("cannot commit offsets")?;
         }
-        self.processor.apply_writes(&writes)?;
+        self.handles
+            .metrics
+            .transactions
+            .with_label_values(&["commit"])
+            .inc();
+        Ok(())
+    }
+
+    /// Metrics and batch bookkeeping after a successful commit.
+    fn after_commit(&mut self, started: Instant) {
         let m = &self.handles.metrics;
         if self.last_usage.elapsed() > Duration::from_secs(5) {
             self.last_usage = Instant::now();
@@ -771,7 +957,6 @@ impl Worker {
             m.rocksdb_live.set(live as i64);
             m.block_cache_hit.set(hit);
         }
-        m.transactions.with_label_values(&["commit"]).inc();
         m.commit_duration.observe(started.elapsed().as_secs_f64());
         m.batch_duration
             .observe(self.batch_started.elapsed().as_secs_f64());
@@ -791,14 +976,14 @@ impl Worker {
         self.processed = 0;
         self.batch_started = Instant::now();
         self.handles.commits.fetch_add(1, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Retention for journeys no record touches: once a minute, one owned partition is swept
-    /// (expired clicks and orders dropped, empty journeys deleted) inside the transaction.
-    fn sweep_one(&mut self) -> Result<()> {
+    /// (expired clicks and orders dropped, empty journeys deleted); the changes go to the
+    /// changelog in the partition's transaction.
+    fn sweep_one(&mut self) -> Result<Option<(i32, Vec<StateWrite>)>> {
         if self.last_sweep.elapsed() < Duration::from_secs(60) || self.owned.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         self.last_sweep = Instant::now();
         let p = *self
@@ -809,27 +994,32 @@ impl Worker {
             .expect("owned is not empty");
         self.next_sweep = p + 1;
         let writes = self.processor.sweep(p)?;
-        if !writes.is_empty() {
-            debug!(partition = p, journeys = writes.len(), "retention sweep");
-            self.ensure_txn()?;
-            for (k, v) in &writes {
-                self.send(&self.changelog, Some(p), Some(k), v.as_deref(), &[])?;
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        debug!(partition = p, journeys = writes.len(), "retention sweep");
+        self.producer(p)?;
+        Ok(Some((p, writes)))
+    }
+
+    /// Aborts every open transaction.
+    fn abort_open(&mut self) {
+        for task in self.tasks.values_mut() {
+            if task.txn_open {
+                task.txn_open = false;
+                self.handles
+                    .metrics
+                    .transactions
+                    .with_label_values(&["abort"])
+                    .inc();
+                let _ = task.producer.abort_transaction(KAFKA_TIMEOUT);
             }
         }
-        Ok(())
     }
 
     /// Drops uncommitted work (the assignment was lost).
     fn abort_all(&mut self) -> Result<()> {
-        if self.txn_open {
-            self.txn_open = false;
-            self.handles
-                .metrics
-                .transactions
-                .with_label_values(&["abort"])
-                .inc();
-            self.producer.abort_transaction(KAFKA_TIMEOUT)?;
-        }
+        self.abort_open();
         bail!("consumer-group assignment lost; restarting from committed state")
     }
 
@@ -837,6 +1027,8 @@ impl Worker {
         for p in partitions {
             self.processor.close_partition(*p);
             self.owned.remove(p);
+            // The next owner initialises the task's transactional id.
+            self.tasks.remove(p);
             if lost {
                 self.trusted_at.remove(p);
             }
@@ -858,11 +1050,21 @@ impl Worker {
         self.handles.metrics.assigned.set(self.owned.len() as i64);
     }
 
-    /// Restores the state of newly assigned partitions that local RocksDB cannot vouch for.
+    /// Takes newly assigned partitions over: initialises their tasks' transactional ids (which
+    /// aborts what a previous owner left open), then restores the state that local RocksDB
+    /// cannot vouch for.
     fn assign(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         self.handles.ready.store(false, Ordering::Release);
+        if self.eos {
+            self.start_tasks(partitions)?;
+        }
         let reader: BaseConsumer<LogContext> =
             reader_config(&self.settings, "restore").create_with_context(LogContext)?;
+        let committed = if self.eos {
+            self.committed(&reader, partitions)?
+        } else {
+            HashMap::new()
+        };
         let mut restore = Vec::new();
         for p in partitions {
             let (_, hi) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?;
@@ -873,22 +1075,7 @@ impl Worker {
         if !restore.is_empty() {
             let started = Instant::now();
             info!(partitions = ?restore, "restoring state from {}", self.changelog);
-            let mut records = self.restore(&reader, &restore)?;
-            // A previous owner that died inside a transaction leaves it open: read_committed
-            // stops before it and its offsets stay pending. Fence that owner (which aborts the
-            // transaction), then restore again.
-            let stuck = self.stuck_partitions(&reader, &restore)?;
-            if !stuck.is_empty() {
-                for owner in self.last_owners(&stuck)? {
-                    if owner != self.transactional_id {
-                        warn!(%owner, partitions = ?stuck, "a previous owner left a transaction open; fencing it");
-                        fence(&self.settings, &owner)?;
-                    }
-                }
-                let reader: BaseConsumer<LogContext> =
-                    reader_config(&self.settings, "restore").create_with_context(LogContext)?;
-                records += self.restore(&reader, &stuck)?;
-            }
+            let records = self.restore(&reader, &restore, &committed)?;
             let m = &self.handles.metrics;
             m.restore_records.inc_by(records);
             m.restore_seconds.set(started.elapsed().as_secs_f64());
@@ -901,21 +1088,132 @@ impl Worker {
         for p in partitions {
             self.owned.insert(*p);
             self.trusted_at.remove(p);
+            let head = self.processor.store().meta(*p)?.and_then(|m| m.segment);
+            if let Some(task) = self.tasks.get_mut(p) {
+                task.head = head;
+                task.positions = committed
+                    .get(p)
+                    .map(|c| c.positions.clone())
+                    .unwrap_or_default();
+            }
         }
         self.handles.metrics.assigned.set(self.owned.len() as i64);
         self.handles.ready.store(true, Ordering::Release);
         Ok(())
     }
+
+    /// The consumer group's committed input offsets of the partitions (the log start where
+    /// nothing is committed yet) and the changelog segment they were committed with.
+    fn committed(
+        &self,
+        reader: &BaseConsumer<LogContext>,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<HashMap<i32, Committed>> {
+        let mut c = base_config(&self.settings);
+        c.set("group.id", &self.settings.application_id)
+            .set("enable.auto.commit", "false");
+        let group: BaseConsumer<LogContext> = c.create_with_context(LogContext)?;
+        let t = &self.settings.topics;
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            for topic in [&t.clicks, &t.conversions] {
+                tpl.add_partition(topic, *p);
+            }
+        }
+        let got = group
+            .committed_offsets(tpl, KAFKA_TIMEOUT)
+            .context("cannot read the committed offsets")?;
+        let mut out: HashMap<i32, Committed> = HashMap::new();
+        for e in got.elements() {
+            let p = e.partition();
+            let next = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => reader.fetch_watermarks(e.topic(), p, KAFKA_TIMEOUT)?.0,
+            };
+            let entry = out.entry(p).or_default();
+            entry.positions.push((e.topic().to_string(), next));
+            if let Some(id) = SegmentId::parse(e.metadata()) {
+                entry.segment = Some(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates and initialises the transactional producers of the partitions' tasks, in
+    /// parallel (each initialisation is a round trip to the transaction coordinator).
+    fn start_tasks(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
+        let new: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !self.tasks.contains_key(p))
+            .collect();
+        let settings = &self.settings;
+        let errors = &self.delivery_errors;
+        let started: Vec<(i32, Result<ThreadedProducer<ProducerCtx>>)> =
+            std::thread::scope(|s| {
+                let running: Vec<_> = new
+                    .iter()
+                    .map(|&p| (p, s.spawn(move || start_task(settings, p, errors.clone()))))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(p, h)| {
+                        let r = h
+                            .join()
+                            .unwrap_or_else(|_| Err(anyhow!("task start panicked")));
+                        (p, r)
+                    })
+                    .collect()
+            });
+        for (p, r) in started {
+            let producer = r?;
+            self.tasks.insert(
+                p,
+                Task {
+                    producer,
+                    txn_open: false,
+                    token: rand::random(),
+                    seq: 0,
+                    head: None,
+                    positions: Vec::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A task's transactional producer, initialised: a previous owner is fenced from here on.
+fn start_task(
+    s: &Settings,
+    partition: i32,
+    delivery_errors: Arc<AtomicU64>,
+) -> Result<ThreadedProducer<ProducerCtx>> {
+    let id = task_transactional_id(s, partition);
+    let producer: ThreadedProducer<ProducerCtx> = producer_config(s, Some(&id))
+        .create_with_context(ProducerCtx { delivery_errors })?;
+    producer
+        .init_transactions(KAFKA_TIMEOUT)
+        .with_context(|| format!("cannot initialise transactions for {id}"))?;
+    debug!(transactional_id = %id, "task started");
+    Ok(producer)
 }
 
 impl Worker {
-    /// Rebuilds the local state of `partitions` from the changelog; returns the records read.
-    fn restore(&mut self, reader: &BaseConsumer<LogContext>, partitions: &[i32]) -> Result<u64> {
+    /// Rebuilds the local state of `partitions` from the changelog, keeping only committed
+    /// segments (see [`crate::changelog`]); returns the records read.
+    fn restore(
+        &mut self,
+        reader: &BaseConsumer<LogContext>,
+        partitions: &[i32],
+        committed: &HashMap<i32, Committed>,
+    ) -> Result<u64> {
         let mut records = 0u64;
         for p in partitions {
             self.processor.store_mut().drop_partition(*p)?;
         }
-        let mut batch: HashMap<i32, (Vec<StateWrite>, PartitionMeta)> = HashMap::new();
+        let mut restores: HashMap<i32, (crate::changelog::Restore, PartitionMeta)> =
+            HashMap::new();
         let assignments: Vec<(String, i32)> = partitions
             .iter()
             .map(|p| (self.changelog.clone(), *p))
@@ -924,91 +1222,57 @@ impl Worker {
         let shutdown = self.handles.shutdown.clone();
         read_to_end(reader, &assignments, &shutdown, |m| {
             records += 1;
-            let entry = batch.entry(m.partition()).or_default();
-            let key = m.key().unwrap_or_default();
-            if key == META_CHANGELOG_KEY {
-                entry.1 =
-                    PartitionMeta::decode(m.payload().unwrap_or_default()).unwrap_or_default();
-            } else {
-                entry
-                    .0
-                    .push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
-            }
-            if entry.0.len() >= 10_000 {
-                let (w, meta) = entry;
-                store.write(m.partition(), w, meta)?;
-                w.clear();
-            }
-            Ok(())
+            let (restore, meta) = restores.entry(m.partition()).or_default();
+            let mut sink = Sink {
+                store: &mut *store,
+                partition: m.partition(),
+                meta,
+            };
+            restore.record(m.key().unwrap_or_default(), m.payload(), &mut sink)
         })?;
-        for (p, (w, meta)) in batch {
-            store.write(p, &w, &meta)?;
+        for (p, (restore, mut meta)) in restores {
+            let mut sink = Sink {
+                store: &mut *store,
+                partition: p,
+                meta: &mut meta,
+            };
+            let (_, dropped) =
+                restore.finish(committed.get(&p).and_then(|c| c.segment), &mut sink)?;
+            // Metadata alone (no journey written after it) still has to reach the store.
+            sink.apply(&[], None)?;
+            if dropped > 0 {
+                warn!(
+                    partition = p,
+                    segments = dropped,
+                    "changelog segments of aborted or unfinished transactions skipped"
+                );
+            }
         }
         Ok(records)
     }
-
-    /// Partitions whose committed end (where read_committed stopped) is short of the end.
-    fn stuck_partitions(
-        &self,
-        reader: &BaseConsumer<LogContext>,
-        partitions: &[i32],
-    ) -> Result<Vec<i32>> {
-        let positions = reader.position()?;
-        let mut stuck = Vec::new();
-        for p in partitions {
-            let (lo, hi) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?;
-            let pos = match positions
-                .find_partition(&self.changelog, *p)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) => o,
-                _ => lo,
-            };
-            debug!(
-                partition = p,
-                lo, hi, pos, "changelog read to its committed end"
-            );
-            // The last record of a committed transaction is its marker; anything more is open.
-            if hi - pos > 1 {
-                stuck.push(*p);
-            }
-        }
-        Ok(stuck)
-    }
-
-    /// The owners named by the latest metadata records of the partitions, read uncommitted.
-    fn last_owners(&self, partitions: &[i32]) -> Result<BTreeSet<String>> {
-        let mut cfg = reader_config(&self.settings, "restore");
-        cfg.set("isolation.level", "read_uncommitted");
-        let reader: BaseConsumer<LogContext> = cfg.create_with_context(LogContext)?;
-        let assignments: Vec<(String, i32)> = partitions
-            .iter()
-            .map(|p| (self.changelog.clone(), *p))
-            .collect();
-        let mut owners: HashMap<i32, String> = HashMap::new();
-        read_to_end(&reader, &assignments, &self.handles.shutdown, |m| {
-            if m.key() == Some(META_CHANGELOG_KEY) {
-                if let Ok(meta) = PartitionMeta::decode(m.payload().unwrap_or_default()) {
-                    owners.insert(m.partition(), meta.owner);
-                }
-            }
-            Ok(())
-        })?;
-        Ok(owners.into_values().filter(|o| !o.is_empty()).collect())
-    }
 }
 
-/// Fences a transactional id: initialising a producer with it aborts its open transaction.
-fn fence(s: &Settings, transactional_id: &str) -> Result<()> {
-    let mut c = base_config(s);
-    c.set("transactional.id", transactional_id)
-        .set("transaction.timeout.ms", "60000");
-    let p: ThreadedProducer<ProducerCtx> = c.create_with_context(ProducerCtx {
-        delivery_errors: Arc::new(AtomicU64::new(0)),
-    })?;
-    p.init_transactions(KAFKA_TIMEOUT)
-        .with_context(|| format!("cannot fence {transactional_id}"))?;
-    Ok(())
+/// Input positions of one partition as committed by the consumer group.
+#[derive(Default)]
+struct Committed {
+    positions: Vec<(String, i64)>,
+    segment: Option<SegmentId>,
+}
+
+/// Applies restored changelog records to one partition of the store.
+struct Sink<'a> {
+    store: &'a mut dyn JourneyStore,
+    partition: i32,
+    meta: &'a mut PartitionMeta,
+}
+
+impl RestoreSink for Sink<'_> {
+    fn apply(&mut self, writes: &[StateWrite], meta: Option<&PartitionMeta>) -> Result<()> {
+        if let Some(m) = meta {
+            *self.meta = m.clone();
+        }
+        self.store.write(self.partition, writes, self.meta)
+    }
 }
 
 /// A consumed Kafka record as the processor's input.
@@ -1064,15 +1328,16 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let store = RocksStore::open(&state_dir)?;
     *h.db.lock().expect("db lock") = Some(store.shared());
     let delivery_errors = Arc::new(AtomicU64::new(0));
-    let producer: ThreadedProducer<ProducerCtx> = producer_config(settings, eos)
-        .create_with_context(ProducerCtx {
-            delivery_errors: delivery_errors.clone(),
-        })?;
-    if eos {
-        producer
-            .init_transactions(KAFKA_TIMEOUT)
-            .context("cannot initialise transactions")?;
-    }
+    // Under exactly_once the producers are per task, created when partitions are assigned.
+    let shared = if eos {
+        None
+    } else {
+        Some(
+            producer_config(settings, None).create_with_context(ProducerCtx {
+                delivery_errors: delivery_errors.clone(),
+            })?,
+        )
+    };
     let worker = Arc::new(Mutex::new(Worker {
         settings: settings.clone(),
         processor: Processor::new(
@@ -1082,10 +1347,10 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         )
         // Avro input is recognised per record whatever the output format; JSON is unaffected.
         .with_avro(Arc::new(crate::avro::AvroInput::from_settings(settings)?)),
-        producer,
+        shared,
+        tasks: BTreeMap::new(),
         delivery_errors,
         eos,
-        txn_open: false,
         offsets: HashMap::new(),
         outputs: Vec::new(),
         scratch: Vec::new(),
@@ -1097,7 +1362,6 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         handles: h.clone(),
         failed: None,
         changelog: settings.changelog_topic(),
-        transactional_id: format!("{}-{}", settings.application_id, settings.instance_id()),
         last_usage: Instant::now() - Duration::from_secs(60),
         last_sweep: Instant::now(),
         next_sweep: 0,
@@ -1181,11 +1445,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         Ok(())
     })();
     if result.is_err() {
-        let mut w = worker.lock().expect("worker lock");
-        if w.txn_open {
-            let _ = w.producer.abort_transaction(KAFKA_TIMEOUT);
-            w.txn_open = false;
-        }
+        worker.lock().expect("worker lock").abort_open();
     }
     drop(consumer);
     *h.db.lock().expect("db lock") = None;

@@ -16,9 +16,9 @@ pub struct PartitionMeta {
     /// For the partition that reports refused table records to the DLQ: per table partition
     /// (topic, partition), the next offset to report.
     pub table_dlq_marks: Vec<(String, i32, i64)>,
-    /// The transactional id of the instance that last wrote the partition (changelog only):
-    /// a new owner fences it when it finds that instance's transaction left open.
-    pub owner: String,
+    /// The changelog segment (transaction) this state was last committed in, under
+    /// `exactly_once`; the next segment names it as its parent.
+    pub segment: Option<crate::changelog::SegmentId>,
 }
 
 impl PartitionMeta {
