@@ -333,8 +333,11 @@ fn base_config(s: &Settings) -> ClientConfig {
         "client.id",
         format!("{}-{}", s.application_id, s.instance_id()),
     );
+    // Consumer-only settings are set again by the consumers' own configurations.
     for (k, v) in &s.kafka {
-        c.set(k, v);
+        if !is_consumer_only(k) {
+            c.set(k, v);
+        }
     }
     c
 }
@@ -380,10 +383,36 @@ fn producer_config(s: &Settings, transactional_id: Option<&str>) -> ClientConfig
         c.set("transactional.id", id)
             .set("transaction.timeout.ms", "60000");
     }
+    // The user's settings win over the defaults above.
     for (k, v) in &s.kafka {
-        c.set(k, v);
+        if !is_consumer_only(k) {
+            c.set(k, v);
+        }
     }
     c
+}
+
+/// `kafka` settings that librdkafka would ignore (with a warning) on a producer.
+fn is_consumer_only(key: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "isolation.level",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "partition.assignment.strategy",
+        "group.instance.id",
+        "group.protocol",
+        "fetch.min.bytes",
+        "fetch.max.bytes",
+        "fetch.wait.max.ms",
+        "max.partition.fetch.bytes",
+        "queued.min.messages",
+        "queued.max.messages.kbytes",
+    ];
+    KEYS.contains(&key)
 }
 
 // ---------------------------------------------------------------------------------------------

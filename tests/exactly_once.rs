@@ -653,7 +653,7 @@ fn assert_exact(s: &Settings, broker: &SqliteBroker, records: &[GenRecord]) {
     );
 }
 
-/// Writes the waves with barriers; `between` runs after each wave's clicks are produced.
+/// Writes the waves with barriers; `between` runs while each wave's clicks are produced.
 fn write_waves(
     s: &Settings,
     partitions: i32,
@@ -662,9 +662,17 @@ fn write_waves(
     mut between: impl FnMut(usize),
 ) {
     for (i, w) in ws.iter().enumerate() {
-        produce(&s.brokers, s, &w.clicks).unwrap();
-        all.extend(w.clicks.iter().cloned());
+        // The clicks trickle in while `between` runs (so that kills land mid-transaction).
+        let (clicks, settings) = (w.clicks.clone(), s.clone());
+        let trickle = std::thread::spawn(move || {
+            for chunk in clicks.chunks(8) {
+                produce(&settings.brokers, &settings, chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
         between(i);
+        trickle.join().unwrap();
+        all.extend(w.clicks.iter().cloned());
         wait_committed(s, &s.topics.clicks, partitions, Duration::from_secs(180));
         produce(&s.brokers, s, &w.conversions).unwrap();
         all.extend(w.conversions.iter().cloned());
@@ -696,7 +704,7 @@ fn crash_test_sigkill_at_random_moments_output_is_exactly_the_replay() {
     write_waves(&s, 2, &ws, &mut all, |i| {
         if i % 2 == 1 && killed < n {
             // Let it work for a random moment, then SIGKILL and restart.
-            std::thread::sleep(Duration::from_millis(rng.gen_range(50..1500)));
+            std::thread::sleep(Duration::from_millis(rng.gen_range(20..600)));
             inst.kill9();
             killed += 1;
             inst.restart();
