@@ -1,0 +1,723 @@
+//! End-to-end benchmark of `attrib run` against a pass-through baseline (issue 5).
+//!
+//! `cargo bench --bench pipeline` runs on librdkafka's mock cluster; `scripts/bench-pipeline`
+//! also starts nisshi and runs the same cases on it. For each broker, guarantee and system
+//! (attrib, or a pass-through that consumes and re-produces every record with no state), in a
+//! fresh set of topics:
+//! - **records/s**: the input is written first, then the system is started as a child process;
+//!   the rate is measured between its first and its last offset commit;
+//! - **p50/p99 latency**: then a steady stream at half that rate for a few seconds, each record
+//!   timed from its write to the moment a `read_committed` consumer receives its output;
+//! - **peak RSS** of the child (`VmHWM`).
+//!
+//! A last case fills attrib with 1,000,000 journeys (one click on each of 1,000,000 devices,
+//! mock cluster, at_least_once) and reports its peak RSS.
+//!
+//! Settings: `ATTRIB_BENCH_NISSHI` (a broker address; set by scripts/bench-pipeline),
+//! `ATTRIB_BENCH_RECORDS_MOCK` (default 200000), `ATTRIB_BENCH_RECORDS_NISSHI` (100000),
+//! `ATTRIB_BENCH_JOURNEYS` (1000000, 0 to skip).
+
+use attrib::settings::{Guarantee, Settings};
+use attrib::workload::{self, GenRecord};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Input partitions: the mock keeps only about 5 MB per partition, so it gets more.
+const PARTITIONS_MOCK: i32 = 16;
+const PARTITIONS_NISSHI: i32 = 4;
+const COMMIT_INTERVAL_MS: u64 = 100;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("passthrough") {
+        passthrough();
+        return;
+    }
+    let mut rows = Vec::new();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let mock = cluster.bootstrap_servers();
+    let n_mock = env_usize("ATTRIB_BENCH_RECORDS_MOCK", 200_000);
+    for g in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
+        for system in [System::PassThrough, System::Attrib] {
+            rows.push(run_case(
+                "mock",
+                &mock,
+                Some(&cluster),
+                g,
+                system,
+                n_mock,
+                PARTITIONS_MOCK,
+            ));
+        }
+    }
+    match std::env::var("ATTRIB_BENCH_NISSHI") {
+        Ok(nisshi) if !nisshi.is_empty() => {
+            let n = env_usize("ATTRIB_BENCH_RECORDS_NISSHI", 100_000);
+            for g in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
+                for system in [System::PassThrough, System::Attrib] {
+                    rows.push(run_case(
+                        "nisshi",
+                        &nisshi,
+                        None,
+                        g,
+                        system,
+                        n,
+                        PARTITIONS_NISSHI,
+                    ));
+                }
+            }
+        }
+        _ => eprintln!("nisshi: skipped (scripts/bench-pipeline starts one)"),
+    }
+    println!();
+    println!("| broker | guarantee | system | records | records/s | p50 ms | p99 ms | peak RSS MiB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in &rows {
+        println!("{r}");
+    }
+    let journeys = env_usize("ATTRIB_BENCH_JOURNEYS", 1_000_000);
+    if journeys > 0 {
+        journeys_rss(&cluster, journeys);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum System {
+    Attrib,
+    PassThrough,
+}
+
+struct Row {
+    broker: &'static str,
+    guarantee: Guarantee,
+    system: System,
+    records: usize,
+    result: Result<(f64, f64, f64, f64), String>,
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = match self.guarantee {
+            Guarantee::AtLeastOnce => "at_least_once",
+            Guarantee::ExactlyOnce => "exactly_once",
+        };
+        let s = match self.system {
+            System::Attrib => "attrib",
+            System::PassThrough => "pass-through",
+        };
+        match &self.result {
+            Ok((rate, p50, p99, rss)) => write!(
+                f,
+                "| {} | {g} | {s} | {} | {rate:.0} | {p50:.0} | {p99:.0} | {rss:.0} |",
+                self.broker, self.records
+            ),
+            Err(e) => write!(f, "| {} | {g} | {s} | {} | failed: {e} | | | |", self.broker, self.records),
+        }
+    }
+}
+
+fn run_case(
+    broker: &'static str,
+    brokers: &str,
+    mock: Option<&Mock<'_>>,
+    g: Guarantee,
+    system: System,
+    n: usize,
+    parts: i32,
+) -> Row {
+    eprintln!("== {broker} {g:?} {system:?}: {n} records");
+    let result = case(brokers, mock, g, system, n, parts).map_err(|e| {
+        if mock.is_some() && g == Guarantee::ExactlyOnce {
+            // librdkafka's mock cluster accepts transactions but never commits their offsets.
+            format!("n/a on the mock cluster ({e})")
+        } else {
+            e.to_string()
+        }
+    });
+    if let Err(e) = &result {
+        eprintln!("   failed: {e}");
+    }
+    Row {
+        broker,
+        guarantee: g,
+        system,
+        records: n,
+        result,
+    }
+}
+
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    )
+}
+
+fn settings_for(brokers: &str, g: Guarantee) -> Settings {
+    let id = unique();
+    let mut s = Settings {
+        brokers: brokers.to_string(),
+        processing_guarantee: g,
+        ..Settings::default()
+    };
+    s.application_id = format!("bench-{id}");
+    let t = &mut s.topics;
+    for name in [
+        &mut t.clicks,
+        &mut t.conversions,
+        &mut t.promo_codes,
+        &mut t.config,
+        &mut t.actions,
+        &mut t.invalid_actions,
+        &mut t.dlq,
+    ] {
+        *name = format!("{name}-{id}");
+    }
+    s
+}
+
+type Mock<'a> = MockCluster<'a, DefaultProducerContext>;
+
+fn create_topics(s: &Settings, mock: Option<&Mock<'_>>, partitions: i32) -> anyhow::Result<()> {
+    let t = &s.topics;
+    let changelog = s.changelog_topic();
+    let spec = [
+        (&t.clicks, partitions, false),
+        (&t.conversions, partitions, false),
+        (&changelog, partitions, true),
+        (&t.actions, partitions, false),
+        (&t.invalid_actions, 1, false),
+        (&t.dlq, 1, false),
+        (&t.config, 1, true),
+        (&t.promo_codes, 1, true),
+    ];
+    if let Some(cluster) = mock {
+        for (n, p, _) in spec {
+            cluster.create_topic(n, p, 1)?;
+        }
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()?;
+    let new: Vec<NewTopic> = spec
+        .iter()
+        .map(|(n, p, compact)| {
+            let nt = NewTopic::new(n, *p, TopicReplication::Fixed(1));
+            if *compact {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt
+            }
+        })
+        .collect();
+    for r in futures::executor::block_on(admin.create_topics(&new, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("cannot create {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Starts `attrib run` or the pass-through as a child process.
+fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Result<Child> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let g = match s.processing_guarantee {
+        Guarantee::AtLeastOnce => "at_least_once",
+        Guarantee::ExactlyOnce => "exactly_once",
+    };
+    let t = &s.topics;
+    let env = [
+        ("ATTRIB_BROKERS", s.brokers.clone()),
+        ("ATTRIB_APPLICATION_ID", s.application_id.clone()),
+        ("ATTRIB_INSTANCE_ID", "bench-0".to_string()),
+        ("ATTRIB_STATE_DIR", state.display().to_string()),
+        ("ATTRIB_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("ATTRIB_PROCESSING_GUARANTEE", g.to_string()),
+        ("ATTRIB_COMMIT_INTERVAL_MS", COMMIT_INTERVAL_MS.to_string()),
+        ("ATTRIB_LOG_LEVEL", "warn".to_string()),
+        ("ATTRIB_TOPIC_CLICKS", t.clicks.clone()),
+        ("ATTRIB_TOPIC_CONVERSIONS", t.conversions.clone()),
+        ("ATTRIB_TOPIC_PROMO_CODES", t.promo_codes.clone()),
+        ("ATTRIB_TOPIC_CONFIG", t.config.clone()),
+        ("ATTRIB_TOPIC_ACTIONS", t.actions.clone()),
+        ("ATTRIB_TOPIC_INVALID_ACTIONS", t.invalid_actions.clone()),
+        ("ATTRIB_TOPIC_DLQ", t.dlq.clone()),
+        ("ATTRIB_METRICS_PORT", port.to_string()),
+    ];
+    let mut cmd = match system {
+        System::Attrib => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_attrib"));
+            c.arg("run");
+            c
+        }
+        System::PassThrough => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("passthrough");
+            c
+        }
+    };
+    cmd.envs(env.iter().filter(|(k, _)| *k != "ATTRIB_METRICS_PORT").map(|(k, v)| (*k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Ok(cmd.spawn()?)
+}
+
+fn produce(s: &Settings, records: &[GenRecord]) -> anyhow::Result<()> {
+    attrib::demo::produce(&s.brokers, s, records)
+}
+
+/// A client that reads the consumer group's committed offsets (kept for the whole case, so
+/// that each reading is one round trip).
+fn group_reader(s: &Settings) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", &s.application_id)
+        .create()?)
+}
+
+/// The sum of the consumer group's committed offsets over the input topics.
+fn committed(c: &BaseConsumer, s: &Settings, parts: i32) -> i64 {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition(&s.topics.clicks, p);
+        tpl.add_partition(&s.topics.conversions, p);
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .map(|t| {
+            t.elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn end_offsets(s: &Settings, parts: i32) -> anyhow::Result<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()?;
+    let mut sum = 0;
+    for p in 0..parts {
+        for t in [&s.topics.clicks, &s.topics.conversions] {
+            sum += c.fetch_watermarks(t, p, Duration::from_secs(10))?.1;
+        }
+    }
+    Ok(sum)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until the committed offsets reach `target`; returns (first commit time, its sum,
+/// last commit time).
+fn wait_committed(
+    c: &BaseConsumer,
+    s: &Settings,
+    parts: i32,
+    target: i64,
+    timeout: Duration,
+) -> anyhow::Result<(Instant, i64, Instant)> {
+    let deadline = Instant::now() + timeout;
+    let mut first: Option<(Instant, i64)> = None;
+    let (mut last, mut moved) = (-1, Instant::now());
+    loop {
+        let got = committed(c, s, parts);
+        let now = Instant::now();
+        if got > 0 && first.is_none() {
+            first = Some((now, got));
+        }
+        if got != last {
+            (last, moved) = (got, now);
+        }
+        anyhow::ensure!(
+            now - moved < Duration::from_secs(30),
+            "no progress for 30 s at {got} of {target} committed"
+        );
+        if got >= target {
+            let (t0, n0) = first.unwrap_or((now, 0));
+            return Ok((t0, n0, now));
+        }
+        anyhow::ensure!(now < deadline, "committed {got} of {target} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn case(
+    brokers: &str,
+    mock: Option<&Mock<'_>>,
+    g: Guarantee,
+    system: System,
+    n: usize,
+    parts: i32,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let s = settings_for(brokers, g);
+    create_topics(&s, mock, parts)?;
+    let w = workload::generate(7, n * 9 / 10, (n / 8).max(10));
+    produce(&s, &w.tables)?;
+    let input: Vec<GenRecord> = w
+        .clicks
+        .iter()
+        .chain(&w.conversions)
+        .chain(&w.changes)
+        .cloned()
+        .collect();
+    produce(&s, &input)?;
+    let total = end_offsets(&s, parts)?;
+    let reader = group_reader(&s)?;
+    let state = tempfile::tempdir()?;
+    let child = start(&s, system, state.path())?;
+    let pid = child.id();
+    let measured = (|| {
+        let (t0, n0, t1) = wait_committed(&reader, &s, parts, total, Duration::from_secs(600))?;
+        let secs = (t1 - t0).as_secs_f64().max(0.001);
+        let rate = (total - n0) as f64 / secs;
+        eprintln!("   {} records in {secs:.2} s: {rate:.0} records/s", total - n0);
+        let (p50, p99) = latency(&s, system, (rate / 2.0).max(100.0), parts)?;
+        Ok((rate, p50, p99, peak_rss_mib(pid)))
+    })();
+    stop(child);
+    measured
+}
+
+/// A steady stream at `rate` records/s (90 % clicks, 10 % conversions) for a few seconds;
+/// p50 and p99 of write → output received by a read_committed consumer, in ms.
+fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Result<(f64, f64)> {
+    let out_topics = [&s.topics.actions, &s.topics.invalid_actions];
+    let consumer: BaseConsumer<DefaultConsumerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", format!("{}-latency", s.application_id))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for t in out_topics {
+        let n = if *t == s.topics.actions { parts } else { 1 };
+        for p in 0..n {
+            let (_, hi) = consumer.fetch_watermarks(t, p, Duration::from_secs(10))?;
+            tpl.add_partition_offset(t, p, Offset::Offset(hi))?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seconds = 5.0;
+    let count = (rate * seconds) as usize;
+    let producer_thread = {
+        let (sent, s) = (sent.clone(), s.clone());
+        std::thread::spawn(move || -> anyhow::Result<usize> {
+            let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+                .set("bootstrap.servers", &s.brokers)
+                .set("linger.ms", "1")
+                .create()?;
+            let start = Instant::now();
+            let mut measured = 0;
+            for i in 0..count {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let key = format!("lat-{i}");
+                let conversion = i % 10 == 9;
+                let (topic, value) = if conversion {
+                    (&s.topics.conversions, format!(
+                        r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"{key}","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}","order_subtotal":"10.00"}}"#
+                    ))
+                } else {
+                    (&s.topics.clicks, format!(
+                        r#"{{"type":"click","click_id":"{key}","program_id":"shoes","partner_id":"coupons-r-us","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}"}}"#
+                    ))
+                };
+                // Pass-through outputs every record, attrib one per conversion.
+                if conversion || system == System::PassThrough {
+                    sent.lock().unwrap().insert(key.clone(), Instant::now());
+                    measured += 1;
+                }
+                let mut rec = BaseRecord::to(topic).key(&key).payload(&value);
+                loop {
+                    match producer.send(rec) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            rec = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+            producer.flush(Duration::from_secs(30))?;
+            Ok(measured)
+        })
+    };
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds) + Duration::from_secs(60);
+    let mut expected: Option<usize> = None;
+    while Instant::now() < deadline {
+        if expected.is_none() && producer_thread.is_finished() {
+            expected = Some(0);
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(20)) {
+            let m = m?;
+            let now = Instant::now();
+            let id = match system {
+                System::PassThrough => m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                System::Attrib => m
+                    .payload()
+                    .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+                    .and_then(|v| v["order_id"].as_str().map(str::to_string)),
+            };
+            if let Some(t) = id.and_then(|id| sent.lock().unwrap().remove(&id)) {
+                latencies.push((now - t).as_secs_f64() * 1000.0);
+            }
+        }
+        if expected.is_some() && sent.lock().unwrap().is_empty() {
+            break;
+        }
+    }
+    let measured = producer_thread.join().expect("producer thread")?;
+    anyhow::ensure!(!latencies.is_empty(), "no output received");
+    if latencies.len() < measured {
+        eprintln!("   {} of {measured} outputs received in time", latencies.len());
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let q = |f: f64| latencies[((latencies.len() - 1) as f64 * f).round() as usize];
+    eprintln!("   latency at {rate:.0} records/s: p50 {:.1} ms, p99 {:.1} ms", q(0.5), q(0.99));
+    Ok((q(0.5), q(0.99)))
+}
+
+/// One click on each of `devices` devices through attrib (mock, at_least_once), fed in chunks
+/// the mock cluster can hold; prints attrib's peak RSS and the journeys it stores.
+fn journeys_rss(cluster: &Mock<'_>, devices: usize) {
+    let s = settings_for(&cluster.bootstrap_servers(), Guarantee::AtLeastOnce);
+    let parts = 16;
+    if let Err(e) = (|| -> anyhow::Result<()> {
+        let admin_topics = [
+            (&s.topics.clicks, parts),
+            (&s.topics.conversions, parts),
+            (&s.changelog_topic(), parts),
+        ];
+        for (t, p) in admin_topics {
+            cluster.create_topic(t, p, 1)?;
+        }
+        for t in [&s.topics.actions, &s.topics.invalid_actions, &s.topics.dlq, &s.topics.config, &s.topics.promo_codes] {
+            cluster.create_topic(t, 1, 1)?;
+        }
+        let w = workload::generate(7, 10, 10);
+        produce(&s, &w.tables)?;
+        let state = tempfile::tempdir()?;
+        let child = start(&s, System::Attrib, state.path())?;
+        let pid = child.id();
+        let started = Instant::now();
+        let chunk = 100_000;
+        let mut sent = 0;
+        let result = (|| -> anyhow::Result<()> {
+            while sent < devices {
+                let n = chunk.min(devices - sent);
+                let clicks: Vec<GenRecord> = (sent..sent + n)
+                    .map(|i| {
+                        let key = format!("rss-{i}");
+                        GenRecord {
+                            topic: attrib::records::InputTopic::Clicks,
+                            key: Some(key.clone()),
+                            value: Some(format!(
+                                r#"{{"type":"click","click_id":"{key}","program_id":"shoes","partner_id":"coupons-r-us","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}"}}"#
+                            )),
+                        }
+                    })
+                    .collect();
+                produce(&s, &clicks)?;
+                sent += n;
+                let end = {
+                    let c: BaseConsumer = ClientConfig::new()
+                        .set("bootstrap.servers", &s.brokers)
+                        .create()?;
+                    let mut sum = 0;
+                    for p in 0..parts {
+                        sum += c.fetch_watermarks(&s.topics.clicks, p, Duration::from_secs(10))?.1;
+                    }
+                    sum
+                };
+                let deadline = Instant::now() + Duration::from_secs(300);
+                loop {
+                    let c: BaseConsumer = ClientConfig::new()
+                        .set("bootstrap.servers", &s.brokers)
+                        .set("group.id", &s.application_id)
+                        .create()?;
+                    let mut tpl = TopicPartitionList::new();
+                    for p in 0..parts {
+                        tpl.add_partition(&s.topics.clicks, p);
+                    }
+                    let got: i64 = c
+                        .committed_offsets(tpl, Duration::from_secs(10))?
+                        .elements()
+                        .iter()
+                        .map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 })
+                        .sum();
+                    if got >= end {
+                        break;
+                    }
+                    anyhow::ensure!(Instant::now() < deadline, "attrib committed {got} of {end}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            Ok(())
+        })();
+        let rss = peak_rss_mib(pid);
+        stop(child);
+        result?;
+        println!();
+        println!(
+            "attrib with {devices} journeys (mock, at_least_once, {parts} partitions): peak RSS {rss:.0} MiB, {:.0} clicks/s including the feeding",
+            devices as f64 / started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })() {
+        println!("journeys RSS: failed: {e}");
+    }
+}
+
+/// The baseline: consume every input record and produce it unchanged to the actions topic,
+/// with the same commit interval; under exactly_once in one transaction per interval.
+fn passthrough() {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let eos = var("ATTRIB_PROCESSING_GUARANTEE") == "exactly_once";
+    let brokers = var("ATTRIB_BROKERS");
+    let group = var("ATTRIB_APPLICATION_ID");
+    let (clicks, conversions, out) = (
+        var("ATTRIB_TOPIC_CLICKS"),
+        var("ATTRIB_TOPIC_CONVERSIONS"),
+        var("ATTRIB_TOPIC_ACTIONS"),
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&clicks, &conversions]).expect("subscribe");
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5");
+    if eos {
+        pc.set("transactional.id", format!("{group}-passthrough"));
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = pc.create().expect("producer");
+    let timeout = Duration::from_secs(30);
+    if eos {
+        producer.init_transactions(timeout).expect("init transactions");
+        producer.begin_transaction().expect("begin");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook_flag(&stop);
+    let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&out);
+            if let Some(k) = m.key() {
+                rec = rec.key(k);
+            }
+            if let Some(v) = m.payload() {
+                rec = rec.payload(v);
+            }
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        }
+        if last.elapsed() >= Duration::from_millis(COMMIT_INTERVAL_MS) && !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o) in offsets.drain() {
+                tpl.add_partition_offset(&t, p, Offset::Offset(o)).expect("offset");
+            }
+            if eos {
+                let gm = consumer.group_metadata().expect("group metadata");
+                producer
+                    .send_offsets_to_transaction(&tpl, &gm, timeout)
+                    .expect("offsets");
+                producer.commit_transaction(timeout).expect("commit");
+                producer.begin_transaction().expect("begin");
+            } else {
+                producer.flush(timeout).expect("flush");
+                consumer
+                    .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+                    .expect("commit");
+            }
+            last = Instant::now();
+        }
+    }
+}
+
+/// Sets `flag` on SIGTERM (a thread waiting on the signal through tokio).
+fn signal_hook_flag(flag: &Arc<AtomicBool>) {
+    let flag = flag.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal");
+            term.recv().await;
+        });
+        flag.store(true, Ordering::Release);
+    });
+}
