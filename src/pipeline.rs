@@ -1,11 +1,13 @@
 //! `attrib run`: the Kafka processor.
 //!
-//! One processing thread owns the consumer, the producer and the journey store (so no RocksDB
+//! One processing thread owns the consumer, the producers and the journey store (so no RocksDB
 //! call ever runs on an async worker); tokio runs only the HTTP server and signal handling.
 //!
-//! Per commit interval, under `exactly_once`, one Kafka transaction carries the outputs, the
-//! changed journeys (to the compacted changelog `<application_id>-journeys-changelog`) and the
-//! input offsets; RocksDB is written after the transaction commits, so local state never runs
+//! Under `exactly_once`, each assigned partition number is a task with its own transactional
+//! producer (`<application_id>-task-<partition>`). Per commit interval, one transaction per
+//! task carries the outputs, the changed journeys (a segment of the compacted changelog
+//! `<application_id>-journeys-changelog`, see [`crate::changelog`]) and the input offsets; the
+//! tasks commit in parallel. RocksDB is written after the commit, so local state never runs
 //! ahead of what Kafka committed. Under `at_least_once` the outputs are flushed, then offsets
 //! committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
 //! from the changelog before its partition is processed.

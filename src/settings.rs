@@ -83,7 +83,7 @@ pub struct Settings {
     pub brokers: String,
     /// Consumer group, transactional-id prefix and prefix of internal topics.
     pub application_id: String,
-    /// This instance's name (transactional id suffix); defaults to the host name.
+    /// This instance's name (Kafka `client.id`, table reader group); defaults to the host name.
     pub instance_id: Option<String>,
     /// Where RocksDB keeps journeys.
     pub state_dir: PathBuf,
