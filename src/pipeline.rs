@@ -569,7 +569,7 @@ struct Worker {
     delivery_errors: Arc<AtomicU64>,
     eos: bool,
     /// Next offsets to commit, per (topic, partition).
-    offsets: HashMap<(String, i32), i64>,
+    offsets: HashMap<(InputTopic, i32), i64>,
     /// Outputs of the current batch (for metrics at commit).
     outputs: Vec<OutRecord>,
     scratch: Vec<OutRecord>,
@@ -646,6 +646,15 @@ impl Worker {
         Ok(&task.producer)
     }
 
+    /// The input topic kind of a consumed topic's name.
+    fn input_topic(&self, name: &str) -> InputTopic {
+        if name == self.settings.topics.clicks {
+            InputTopic::Clicks
+        } else {
+            InputTopic::Conversions
+        }
+    }
+
     fn txn_open(&self) -> bool {
         self.tasks.values().any(|t| t.txn_open)
     }
@@ -692,8 +701,7 @@ impl Worker {
             self.outputs.push(o);
         }
         self.scratch = out;
-        self.offsets
-            .insert((m.topic().to_string(), partition), m.offset() + 1);
+        self.offsets.insert((topic, partition), m.offset() + 1);
         self.processed += 1;
         Ok(())
     }
@@ -880,7 +888,7 @@ impl Worker {
             for (topic, position) in &task.positions {
                 let next = self
                     .offsets
-                    .get(&(topic.clone(), p))
+                    .get(&(self.input_topic(topic), p))
                     .copied()
                     .unwrap_or(*position);
                 tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
@@ -931,7 +939,12 @@ impl Worker {
                     task.head = Some(task.next_segment());
                     task.seq += 1;
                     for (topic, position) in task.positions.iter_mut() {
-                        if let Some(next) = self.offsets.get(&(topic.clone(), p)) {
+                        let kind = if *topic == self.settings.topics.clicks {
+                            InputTopic::Clicks
+                        } else {
+                            InputTopic::Conversions
+                        };
+                        if let Some(next) = self.offsets.get(&(kind, p)) {
                             *position = *next;
                         }
                     }
@@ -962,7 +975,11 @@ impl Worker {
         }
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &self.offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+            let name = match t {
+                InputTopic::Clicks => &self.settings.topics.clicks,
+                _ => &self.settings.topics.conversions,
+            };
+            tpl.add_partition_offset(name, *p, Offset::Offset(*o))?;
         }
         if tpl.count() > 0 {
             consumer
