@@ -1447,18 +1447,23 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     consumer.subscribe(&[&t.clicks, &t.conversions])?;
     let interval = Duration::from_millis(settings.commit_interval_ms);
     let mut last_commit = Instant::now();
+    let mut last_tables = Instant::now() - Duration::from_secs(1);
     let result = (|| -> Result<()> {
         loop {
             if h.shutdown.load(Ordering::Acquire) {
                 break;
             }
-            // Table updates first, so that events see the newest config.
-            loop {
-                match tables.poll(Duration::ZERO) {
-                    Some(Ok(m)) => worker.lock().expect("worker lock").apply_table(&m),
-                    Some(Err(KafkaError::PartitionEOF(_))) => {}
-                    Some(Err(e)) => warn!("table consumer: {e}"),
-                    None => break,
+            // Table updates first (checked every few milliseconds, not per record), so that
+            // events see the newest config.
+            if last_tables.elapsed() >= Duration::from_millis(5) {
+                last_tables = Instant::now();
+                loop {
+                    match tables.poll(Duration::ZERO) {
+                        Some(Ok(m)) => worker.lock().expect("worker lock").apply_table(&m),
+                        Some(Err(KafkaError::PartitionEOF(_))) => {}
+                        Some(Err(e)) => warn!("table consumer: {e}"),
+                        None => break,
+                    }
                 }
             }
             let wait = interval
