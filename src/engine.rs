@@ -106,7 +106,7 @@ fn add_click(j: &mut Journey, c: &Click, settings: &EngineSettings, fx: &mut Eff
             occurred_at: c.occurred_at,
             seq,
             shared_id: c.shared_id.clone(),
-            sub_ids: c.sub_ids.clone(),
+            sub_ids: c.sub_ids.iter().cloned().collect(),
         },
     );
     if j.clicks.len() > settings.max_clicks_per_journey {

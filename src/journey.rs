@@ -18,7 +18,26 @@ pub struct StoredClick {
     /// counts as later.
     pub seq: u64,
     pub shared_id: Option<Id>,
-    pub sub_ids: Vec<Id>,
+    /// Inline when there is at most one (the common case): no allocation per click.
+    #[serde(with = "inline_ids")]
+    pub sub_ids: SubIds,
+}
+
+/// The sub ids of a stored click.
+pub type SubIds = smallvec::SmallVec<[Id; 1]>;
+
+/// [`SubIds`] as a plain sequence: the same encoding as a `Vec`.
+mod inline_ids {
+    use super::{Id, SubIds};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ids: &SubIds, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SubIds, D::Error> {
+        Vec::<Id>::deserialize(d).map(SubIds::from_vec)
+    }
 }
 
 impl StoredClick {
@@ -193,5 +212,43 @@ impl Journey {
 fn reserve_small<T>(v: &mut Vec<T>) {
     if v.len() == v.capacity() && v.len() < 4 {
         v.reserve_exact(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Journeys stored before ids were compact (plain strings and vectors) still decode, and
+    /// encode to the same bytes.
+    #[test]
+    fn stored_clicks_keep_their_encoding() {
+        #[derive(Serialize)]
+        struct PlainClick {
+            click_id: String,
+            program_id: String,
+            partner_id: String,
+            occurred_at: Millis,
+            seq: u64,
+            shared_id: Option<String>,
+            sub_ids: Vec<String>,
+        }
+        let long = "a-sub-id-longer-than-twenty-four-bytes".to_string();
+        for sub_ids in [vec![], vec!["s1".to_string()], vec!["s1".to_string(), long]] {
+            let plain = PlainClick {
+                click_id: "c-1".into(),
+                program_id: "shoes".into(),
+                partner_id: "a-partner-id-longer-than-twenty-four".into(),
+                occurred_at: 1_790_812_800_000,
+                seq: 3,
+                shared_id: Some("post-1".into()),
+                sub_ids: sub_ids.clone(),
+            };
+            let bytes = bincode::serialize(&plain).unwrap();
+            let stored: StoredClick = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(stored.sub_ids.len(), sub_ids.len());
+            assert_eq!(stored.partner_id, plain.partner_id);
+            assert_eq!(bincode::serialize(&stored).unwrap(), bytes);
+        }
     }
 }
