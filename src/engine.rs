@@ -97,7 +97,7 @@ fn add_click(j: &mut Journey, c: &Click, settings: &EngineSettings, fx: &mut Eff
     j.next_seq += 1;
     // Later records sort after earlier ones at the same time.
     let at = j.clicks.partition_point(|k| k.occurred_at <= c.occurred_at);
-    j.clicks.insert(
+    j.insert_click(
         at,
         StoredClick {
             click_id: c.click_id.clone(),
@@ -106,7 +106,7 @@ fn add_click(j: &mut Journey, c: &Click, settings: &EngineSettings, fx: &mut Eff
             occurred_at: c.occurred_at,
             seq,
             shared_id: c.shared_id.clone(),
-            sub_ids: c.sub_ids.clone(),
+            sub_ids: c.sub_ids.iter().cloned().collect(),
         },
     );
     if j.clicks.len() > settings.max_clicks_per_journey {
@@ -373,7 +373,7 @@ fn attribute(
             _ => (Reason::EventTypeNotInContract, format!("no active contract covers event type `{}`", x.event_type)),
         };
         out.push(invalid(reason, detail));
-        j.orders.push(order);
+        j.push_order(order);
         return;
     }
 
@@ -394,11 +394,16 @@ fn attribute(
             exact_weight: d.exact_weight,
             weight,
             referral_type: d.referral_type,
-            click_id: d.click.map(|c| c.click_id.clone()),
+            click_id: d.click.map(|c| c.click_id.to_string()),
             promo_code: d.promo_code.map(str::to_string),
             referring_at: d.click.map_or(t, |c| c.occurred_at),
-            shared_id: d.click.and_then(|c| c.shared_id.clone()),
-            sub_ids: d.click.map(|c| c.sub_ids.clone()).unwrap_or_default(),
+            shared_id: d
+                .click
+                .and_then(|c| c.shared_id.as_ref().map(|s| s.to_string())),
+            sub_ids: d
+                .click
+                .map(|c| c.sub_ids.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
             terms: tables
                 .contract(&p.program_id, d.partner_id)
                 .and_then(|k| k.payout.clone()),
@@ -422,7 +427,7 @@ fn attribute(
     let action = emit(&order, &mut credited, Change::Created, clock.processed_at);
     out.push(Output::Action(Box::new(action)));
     order.credited = Some(Box::new(credited));
-    j.orders.push(order);
+    j.push_order(order);
 }
 
 /// Rounds weights half-even to 6 decimals; the latest takes 1 − Σ others.

@@ -2,7 +2,7 @@
 //! mirrored to the changelog; only the engine changes it.
 
 use crate::output::{ReferralType, Touchpoint};
-use crate::records::{CustomerStatus, Item};
+use crate::records::{CustomerStatus, Id, Item};
 use crate::tables::Payout;
 use crate::time::Millis;
 use rust_decimal::Decimal;
@@ -10,23 +10,42 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredClick {
-    pub click_id: String,
-    pub program_id: String,
-    pub partner_id: String,
+    pub click_id: Id,
+    pub program_id: Id,
+    pub partner_id: Id,
     pub occurred_at: Millis,
     /// Arrival order within the journey: of two clicks at the same time, the later record
     /// counts as later.
     pub seq: u64,
-    pub shared_id: Option<String>,
-    pub sub_ids: Vec<String>,
+    pub shared_id: Option<Id>,
+    /// Inline when there is at most one (the common case): no allocation per click.
+    #[serde(with = "inline_ids")]
+    pub sub_ids: SubIds,
+}
+
+/// The sub ids of a stored click.
+pub type SubIds = smallvec::SmallVec<[Id; 1]>;
+
+/// [`SubIds`] as a plain sequence: the same encoding as a `Vec`.
+mod inline_ids {
+    use super::{Id, SubIds};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ids: &SubIds, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SubIds, D::Error> {
+        Vec::<Id>::deserialize(d).map(SubIds::from_vec)
+    }
 }
 
 impl StoredClick {
     pub fn touchpoint(&self) -> Touchpoint {
         Touchpoint {
-            click_id: self.click_id.clone(),
-            program_id: self.program_id.clone(),
-            partner_id: self.partner_id.clone(),
+            click_id: self.click_id.to_string(),
+            program_id: self.program_id.to_string(),
+            partner_id: self.partner_id.to_string(),
             occurred_at: self.occurred_at,
         }
     }
@@ -94,7 +113,7 @@ impl StoredOrder {
 /// `outside_referral_window` rather than `no_valid_referrer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpiredClicks {
-    pub program_id: String,
+    pub program_id: Id,
     /// The latest `occurred_at` among the expired clicks of the program.
     pub latest: Millis,
 }
@@ -111,6 +130,18 @@ pub struct Journey {
 impl Journey {
     pub fn is_empty(&self) -> bool {
         self.clicks.is_empty() && self.orders.is_empty() && self.expired.is_empty()
+    }
+
+    /// Inserts a click at index `at` (which keeps the clicks sorted).
+    pub fn insert_click(&mut self, at: usize, click: StoredClick) {
+        reserve_small(&mut self.clicks);
+        self.clicks.insert(at, click);
+    }
+
+    /// Appends an order.
+    pub fn push_order(&mut self, order: StoredOrder) {
+        reserve_small(&mut self.orders);
+        self.orders.push(order);
     }
 
     pub fn order(
@@ -165,11 +196,59 @@ impl Journey {
         before - self.clicks.len()
     }
 
+    /// Encodes the journey for the store (bincode).
     pub fn encode(&self) -> Vec<u8> {
         bincode::serialize(self).expect("journeys always serialize")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Journey, bincode::Error> {
         bincode::deserialize(bytes)
+    }
+}
+
+/// Most journeys hold one or two clicks and at most one order, and many are kept in memory at
+/// once: a full vector of fewer than 4 elements grows by one (a `Vec` would jump to 4 at once),
+/// larger ones grow as usual.
+fn reserve_small<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 4 {
+        v.reserve_exact(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Journeys stored before ids were compact (plain strings and vectors) still decode, and
+    /// encode to the same bytes.
+    #[test]
+    fn stored_clicks_keep_their_encoding() {
+        #[derive(Serialize)]
+        struct PlainClick {
+            click_id: String,
+            program_id: String,
+            partner_id: String,
+            occurred_at: Millis,
+            seq: u64,
+            shared_id: Option<String>,
+            sub_ids: Vec<String>,
+        }
+        let long = "a-sub-id-longer-than-twenty-four-bytes".to_string();
+        for sub_ids in [vec![], vec!["s1".to_string()], vec!["s1".to_string(), long]] {
+            let plain = PlainClick {
+                click_id: "c-1".into(),
+                program_id: "shoes".into(),
+                partner_id: "a-partner-id-longer-than-twenty-four".into(),
+                occurred_at: 1_790_812_800_000,
+                seq: 3,
+                shared_id: Some("post-1".into()),
+                sub_ids: sub_ids.clone(),
+            };
+            let bytes = bincode::serialize(&plain).unwrap();
+            let stored: StoredClick = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(stored.sub_ids.len(), sub_ids.len());
+            assert_eq!(stored.partner_id, plain.partner_id);
+            assert_eq!(bincode::serialize(&stored).unwrap(), bytes);
+        }
     }
 }

@@ -108,7 +108,9 @@ fn main() -> Result<()> {
                 ),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let s = attrib::replay::replay(reader, writer)?;
+            let (s, state) = attrib::replay::replay_keeping_state(reader, writer)?;
+            // The process exits next: dropping the journeys one by one would only slow it.
+            std::mem::forget(state);
             eprintln!(
                 "replayed {} lines: {} actions, {} invalid actions, {} dlq",
                 s.lines, s.actions, s.invalid_actions, s.dlq

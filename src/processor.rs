@@ -99,11 +99,15 @@ impl Stats {
     }
 }
 
+/// A journey key as held in the cache: inline up to 16 bytes (typical device and customer
+/// ids), so that a lookup compares keys without following a pointer.
+type CacheKey = smallvec::SmallVec<[u8; 16]>;
+
 #[derive(Default)]
 struct PartitionState {
     meta: PartitionMeta,
     meta_dirty: bool,
-    cache: HashMap<Vec<u8>, Journey>,
+    cache: HashMap<CacheKey, Journey>,
 }
 
 /// The state changes of one partition, as drained from the processor.
@@ -200,9 +204,7 @@ impl Processor {
             }
             return Ok(());
         }
-        self.stats.consumed[Stats::topic_index(rec.topic)] += 1;
-        // Every batch that consumes from a partition writes its metadata (and so its changelog).
-        load_partition(&mut self.partitions, &*self.store, rec.partition)?.meta_dirty = true;
+        self.count_journey_record(rec.topic, rec.partition)?;
         let event = match decode_event(rec, &self.limits, self.avro.as_deref()) {
             Ok(e) => e,
             Err(e) => {
@@ -223,7 +225,43 @@ impl Processor {
                 }
             },
         };
-        let state = load_partition(&mut self.partitions, &*self.store, rec.partition)?;
+        self.apply_event(rec.partition, key, &event, processed_at, out)
+    }
+
+    /// Processes a journey record (clicks or conversions topic) that the caller decoded and
+    /// validated itself (`replay` parses a line and its value in one pass): the same as
+    /// [`Processor::process`] on the record it came from, which had key `key`.
+    pub fn process_decoded(
+        &mut self,
+        topic: InputTopic,
+        partition: i32,
+        key: &[u8],
+        event: &Event,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
+        self.count_journey_record(topic, partition)?;
+        self.apply_event(partition, key, event, processed_at, out)
+    }
+
+    /// Counts a consumed journey record and marks its partition's metadata to be written.
+    fn count_journey_record(&mut self, topic: InputTopic, partition: i32) -> Result<()> {
+        self.stats.consumed[Stats::topic_index(topic)] += 1;
+        // Every batch that consumes from a partition writes its metadata (and so its changelog).
+        load_partition(&mut self.partitions, &*self.store, partition)?.meta_dirty = true;
+        Ok(())
+    }
+
+    /// Applies a decoded event to the journey `key` of `partition`.
+    fn apply_event(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        event: &Event,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         state.meta_dirty = true;
         state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
         let clock = Clock {
@@ -233,20 +271,20 @@ impl Processor {
         let journey = match state.cache.get_mut(key) {
             Some(j) => j,
             None => {
-                let j = match self.store.get(rec.partition, key)? {
+                let j = match self.store.get(partition, key)? {
                     Some(bytes) => {
                         Journey::decode(&bytes).context("stored journey cannot be decoded")?
                     }
                     None => Journey::default(),
                 };
-                state.cache.entry(key.to_vec()).or_insert(j)
+                state.cache.entry(CacheKey::from_slice(key)).or_insert(j)
             }
         };
         let fx = engine::apply(
             journey,
             &self.tables,
             &self.settings,
-            &event,
+            event,
             clock,
             &mut self.scratch,
         );
@@ -281,9 +319,9 @@ impl Processor {
                 .drain()
                 .map(|(k, j)| {
                     if j.is_empty() {
-                        (k, None)
+                        (k.to_vec(), None)
                     } else {
-                        (k, Some(j.encode()))
+                        (k.to_vec(), Some(j.encode()))
                     }
                 })
                 .collect();

@@ -8,7 +8,13 @@ use crate::money;
 use crate::time::{self, Millis};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashSet;
+
+/// A short identifier (click, program and partner ids, shared ids, sub ids): kept inline up to
+/// 24 bytes, so that a click and the journey that stores it allocate nothing for their ids.
+/// Serializes as a plain string (the same bincode and JSON as `String`).
+pub type Id = compact_str::CompactString;
 
 /// The four input topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,14 +162,14 @@ pub enum Scope {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Click {
-    pub click_id: String,
-    pub program_id: String,
-    pub partner_id: String,
+    pub click_id: Id,
+    pub program_id: Id,
+    pub partner_id: Id,
     pub occurred_at: Millis,
-    pub device_id: Option<String>,
-    pub customer_id: Option<String>,
-    pub shared_id: Option<String>,
-    pub sub_ids: Vec<String>,
+    pub device_id: Option<Id>,
+    pub customer_id: Option<Id>,
+    pub shared_id: Option<Id>,
+    pub sub_ids: Vec<Id>,
 }
 
 /// One line of an order. Itemless conversions carry one item with no sku or category.
@@ -239,12 +245,12 @@ impl Event {
     /// The journey key derived from the payload, for records sent with a null key.
     pub fn derived_key(&self) -> Option<&str> {
         let (device, customer) = match self {
-            Event::Click(c) => (&c.device_id, &c.customer_id),
-            Event::Conversion(c) => (&c.device_id, &c.customer_id),
-            Event::Modification(m) => (&m.device_id, &m.customer_id),
-            Event::Reversal(r) => (&r.device_id, &r.customer_id),
+            Event::Click(c) => (c.device_id.as_deref(), c.customer_id.as_deref()),
+            Event::Conversion(c) => (c.device_id.as_deref(), c.customer_id.as_deref()),
+            Event::Modification(m) => (m.device_id.as_deref(), m.customer_id.as_deref()),
+            Event::Reversal(r) => (r.device_id.as_deref(), r.customer_id.as_deref()),
         };
-        device.as_deref().or(customer.as_deref())
+        device.or(customer)
     }
 }
 
@@ -252,23 +258,57 @@ impl Event {
 // Wire forms
 // ---------------------------------------------------------------------------------------------
 
+/// A string field that is only checked, not kept: borrowed from the input where it has no
+/// escapes. Type errors read as for `String` ("expected a string").
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Deserialize)]
-struct RawClick {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    click_id: Option<String>,
-    program_id: Option<String>,
-    partner_id: Option<String>,
+struct RawClick<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Text<'a>>,
+    click_id: Option<Id>,
+    program_id: Option<Id>,
+    partner_id: Option<Id>,
     #[serde(default, with = "time::rfc3339::option")]
     occurred_at: Option<Millis>,
-    device_id: Option<String>,
-    customer_id: Option<String>,
-    media_id: Option<String>,
-    shared_id: Option<String>,
-    sub_ids: Option<Vec<String>>,
+    device_id: Option<Id>,
+    customer_id: Option<Id>,
+    #[serde(borrow)]
+    media_id: Option<Text<'a>>,
+    shared_id: Option<Id>,
+    sub_ids: Option<Vec<Id>>,
     #[allow(dead_code)]
     source: Option<ClickSource>,
-    landing_url: Option<String>,
+    #[serde(borrow)]
+    landing_url: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +348,48 @@ struct RawConversion {
     test: Option<bool>,
     #[allow(dead_code)]
     reason: Option<String>,
+}
+
+/// A journey record (clicks or conversions topic) in its wire form: parsed, not yet checked.
+/// `replay` parses it straight out of its input line with [`RawEventSeed`].
+pub struct RawEvent<'a>(RawEventKind<'a>);
+
+enum RawEventKind<'a> {
+    Click(RawClick<'a>),
+    Conversion(RawConversion),
+}
+
+impl RawEvent<'_> {
+    /// Checks the record as [`decode_click`] or [`decode_conversion_topic`] would.
+    pub fn validate(self, limits: &Limits) -> Result<Event, Invalid> {
+        match self.0 {
+            RawEventKind::Click(r) => validate_click(r, limits).map(Event::Click),
+            RawEventKind::Conversion(r) => validate_conversion_topic(r, limits),
+        }
+    }
+}
+
+/// Deserializes the wire form of a journey topic's record. A failure carries no readable
+/// reason: callers fall back to [`decode_click`] or [`decode_conversion_topic`] for that.
+#[derive(Debug, Clone, Copy)]
+pub struct RawEventSeed(pub JourneyTopic);
+
+/// The topics whose records are journey events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JourneyTopic {
+    Clicks,
+    Conversions,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RawEventSeed {
+    type Value = RawEvent<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<RawEvent<'de>, D::Error> {
+        Ok(RawEvent(match self.0 {
+            JourneyTopic::Clicks => RawEventKind::Click(RawClick::deserialize(d)?),
+            JourneyTopic::Conversions => RawEventKind::Conversion(RawConversion::deserialize(d)?),
+        }))
+    }
 }
 
 /// A decoding or validation failure: the text of the DLQ's `attrib.error` header.
@@ -358,33 +440,37 @@ pub(crate) fn required<T>(what: &str, field: &str, v: Option<T>) -> Result<T, In
     v.ok_or_else(|| invalid(format!("invalid {what}: missing required field `{field}`")))
 }
 
-pub(crate) fn required_id(
+pub(crate) fn required_id<S: AsRef<str>>(
     what: &str,
     field: &str,
-    v: Option<String>,
+    v: Option<S>,
     limits: &Limits,
-) -> Result<String, Invalid> {
+) -> Result<S, Invalid> {
     let v = required(what, field, v)?;
-    if v.is_empty() {
+    if v.as_ref().is_empty() {
         return Err(invalid(format!("invalid {what}: field `{field}` is empty")));
     }
-    check_len(what, field, &v, limits.max_id_len)?;
+    check_len(what, field, v.as_ref(), limits.max_id_len)?;
     Ok(v)
 }
 
-pub(crate) fn optional_id(
+pub(crate) fn optional_id<S: AsRef<str>>(
     what: &str,
     field: &str,
-    v: Option<String>,
+    v: Option<S>,
     limits: &Limits,
-) -> Result<Option<String>, Invalid> {
+) -> Result<Option<S>, Invalid> {
     if let Some(s) = &v {
-        check_len(what, field, s, limits.max_id_len)?;
+        check_len(what, field, s.as_ref(), limits.max_id_len)?;
     }
     Ok(v)
 }
 
 pub(crate) fn check_len(what: &str, field: &str, s: &str, max: usize) -> Result<(), Invalid> {
+    // At most one character per byte: a string of at most `max` bytes needs no count.
+    if s.len() <= max {
+        return Ok(());
+    }
     let n = s.chars().count();
     if n > max {
         return Err(invalid(format!(
@@ -432,8 +518,17 @@ fn whole_quantity(what: &str, field: &str, d: Decimal) -> Result<Decimal, Invali
 
 /// Decodes and validates a record of the clicks topic.
 pub fn decode_click(bytes: &[u8], limits: &Limits) -> Result<Click, Invalid> {
-    let r: RawClick = parse_json("click", bytes)?;
-    check_type("click", r.kind.as_deref(), &["click"], "clicks")?;
+    validate_click(parse_json("click", bytes)?, limits)
+}
+
+/// Checks a parsed click.
+fn validate_click(r: RawClick, limits: &Limits) -> Result<Click, Invalid> {
+    check_type(
+        "click",
+        r.kind.as_ref().map(AsRef::as_ref),
+        &["click"],
+        "clicks",
+    )?;
     let w = "click";
     let click = Click {
         click_id: required_id(w, "click_id", r.click_id, limits)?,
@@ -460,14 +555,18 @@ pub fn decode_click(bytes: &[u8], limits: &Limits) -> Result<Click, Invalid> {
         check_len(w, &format!("sub_ids[{i}]"), s, limits.max_id_len)?;
     }
     if let Some(u) = &r.landing_url {
-        check_len(w, "landing_url", u, limits.max_url_len)?;
+        check_len(w, "landing_url", u.as_ref(), limits.max_url_len)?;
     }
     Ok(click)
 }
 
 /// Decodes and validates a record of the conversions topic (conversion, modification, reversal).
 pub fn decode_conversion_topic(bytes: &[u8], limits: &Limits) -> Result<Event, Invalid> {
-    let r: RawConversion = parse_json("conversion", bytes)?;
+    validate_conversion_topic(parse_json("conversion", bytes)?, limits)
+}
+
+/// Checks a parsed record of the conversions topic.
+fn validate_conversion_topic(r: RawConversion, limits: &Limits) -> Result<Event, Invalid> {
     let kind = r.kind.clone().unwrap_or_else(|| "conversion".to_string());
     check_type(
         "conversion",

@@ -8,11 +8,13 @@
 use crate::codec::{OutputTopic, dlq_headers};
 use crate::engine::EngineSettings;
 use crate::processor::{InRecord, OutRecord, Processor};
-use crate::records::{InputTopic, Limits};
+use crate::records::{InputTopic, JourneyTopic, Limits, RawEvent, RawEventSeed};
 use crate::store::{JourneyStore, MemoryStore};
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::io::{BufRead, Write};
 
 /// Lines per batch: `processed_at` is read once per batch.
@@ -41,12 +43,23 @@ pub struct ReplaySummary {
 /// Replays `input` into `output` over an in-memory store that is dropped at the end (so the
 /// last journeys are not flushed to it).
 pub fn replay(input: impl BufRead, output: impl Write) -> Result<ReplaySummary> {
+    replay_keeping_state(input, output).map(|(summary, _)| summary)
+}
+
+/// As [`replay`], but hands the processor (and so every journey) back instead of dropping it:
+/// for a caller about to exit, which may leave the memory to the OS rather than free half a
+/// million journeys one allocation at a time.
+pub fn replay_keeping_state(
+    input: impl BufRead,
+    output: impl Write,
+) -> Result<(ReplaySummary, Processor)> {
     let mut p = Processor::new(
         Box::new(MemoryStore::default()),
         EngineSettings::default(),
         Limits::default(),
     );
-    replay_into(&mut p, input, output, now_ms)
+    let summary = replay_into(&mut p, input, output, now_ms)?;
+    Ok((summary, p))
 }
 
 pub fn now_ms() -> i64 {
@@ -136,6 +149,23 @@ fn process_line(
     processed_at: i64,
     out: &mut Vec<OutRecord>,
 ) -> Result<()> {
+    // Most lines are clicks and conversions in the shape `generate` writes: parsed in one
+    // pass. Anything else, and any record that fails its checks, takes the general path,
+    // which parses the line, then its value, and names what is wrong.
+    if p.avro.is_none() && text.len() <= p.limits.max_record_bytes {
+        if let Some(fast) = parse_fast(text) {
+            if let Ok(event) = fast.raw.validate(&p.limits) {
+                return p.process_decoded(
+                    fast.topic,
+                    0,
+                    fast.key.as_bytes(),
+                    &event,
+                    processed_at,
+                    out,
+                );
+            }
+        }
+    }
     // A line that is not a record is kept whole, as a JSON string.
     let bad = |error: String, topic: &str| {
         OutRecord::Dlq(Box::new(crate::processor::DlqRecord {
@@ -164,10 +194,7 @@ fn process_line(
         ));
         return Ok(());
     };
-    let key: Option<String> = match line
-        .key
-        .map(|k| serde_json::from_str::<Option<String>>(k.get()))
-    {
+    let key: Option<Cow<str>> = match line.key.map(|k| parse_key(k.get())) {
         None => None,
         Some(Ok(k)) => k,
         Some(Err(_)) => {
@@ -188,6 +215,75 @@ fn process_line(
         value: value.map(str::as_bytes),
     };
     p.process(&rec, processed_at, out)
+}
+
+/// A journey record line parsed in one pass.
+struct FastLine<'a> {
+    topic: InputTopic,
+    key: &'a str,
+    raw: RawEvent<'a>,
+}
+
+/// Parses `{"topic":"clicks"|"conversions","key":"…","value":{…}}`, with exactly these fields
+/// in this order, a string key and no escapes in the names, topic or key; `None` for any
+/// other line (including every line the general path would refuse). The line is no longer
+/// than the record size limit, so neither is its value.
+fn parse_fast(text: &str) -> Option<FastLine<'_>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let line = FastLineSeed.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(line)
+}
+
+struct FastLineSeed;
+
+impl<'de> DeserializeSeed<'de> for FastLineSeed {
+    type Value = FastLine<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FastLine<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FastLineSeed {
+    type Value = FastLine<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a replay line of the clicks or conversions topic")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastLine<'de>, A::Error> {
+        expect_key(&mut map, "topic")?;
+        let (topic, journey_topic) = match map.next_value::<&str>()? {
+            "clicks" => (InputTopic::Clicks, JourneyTopic::Clicks),
+            "conversions" => (InputTopic::Conversions, JourneyTopic::Conversions),
+            _ => return Err(de::Error::custom("not a journey topic")),
+        };
+        expect_key(&mut map, "key")?;
+        let key = map.next_value::<&str>()?;
+        expect_key(&mut map, "value")?;
+        let raw = map.next_value_seed(RawEventSeed(journey_topic))?;
+        if map.next_key::<&str>()?.is_some() {
+            return Err(de::Error::custom("more fields than the fast path reads"));
+        }
+        Ok(FastLine { topic, key, raw })
+    }
+}
+
+/// Reads the next field name, which must be `name`.
+fn expect_key<'de, A: MapAccess<'de>>(map: &mut A, name: &str) -> Result<(), A::Error> {
+    match map.next_key::<&str>()? {
+        Some(k) if k == name => Ok(()),
+        _ => Err(de::Error::custom("fields not in the fast path's order")),
+    }
+}
+
+/// A line's `key`: a JSON string or null, borrowed from the line unless it has escapes.
+fn parse_key(json: &str) -> serde_json::Result<Option<Cow<'_, str>>> {
+    match serde_json::from_str::<Option<&str>>(json) {
+        Ok(k) => Ok(k.map(Cow::Borrowed)),
+        Err(_) => serde_json::from_str::<Option<String>>(json).map(|k| k.map(Cow::Owned)),
+    }
 }
 
 /// Writes one output line.

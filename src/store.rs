@@ -75,10 +75,8 @@ fn partition_prefix(partition: i32) -> [u8; 5] {
 /// An in-memory store.
 #[derive(Default)]
 pub struct MemoryStore {
-    partitions: std::collections::HashMap<
-        i32,
-        (PartitionMeta, std::collections::HashMap<Vec<u8>, Vec<u8>>),
-    >,
+    partitions:
+        rustc_hash::FxHashMap<i32, (PartitionMeta, rustc_hash::FxHashMap<Vec<u8>, Vec<u8>>)>,
 }
 
 impl JourneyStore for MemoryStore {
