@@ -24,9 +24,14 @@
 //! no input can make it allocate more than its output limit or panic. `apache-avro` parses the
 //! schemas.
 //!
-//! **Output.** [`AvroOutput`] writes `action.avsc` and `invalid_action.avsc` datums, framed in
-//! the Confluent wire format when a registry is configured (the schemas are registered under
-//! `<topic>-value` at start) and in single-object encoding otherwise.
+//! **Output.** [`AvroOutput`] writes `action.avsc` and `invalid_action.avsc` datums for the
+//! output topics whose format is Avro, framed in the Confluent wire format when a registry is
+//! configured (the schema of each such topic is registered under `<topic>-value` at start) and
+//! in single-object encoding otherwise.
+//!
+//! **Registry.** [`Registry`] speaks HTTP or HTTPS (native TLS: the system's CA store, or the
+//! CAs of `schema_registry_ca_file` only), with HTTP basic auth from
+//! `schema_registry_user`/`_password` or from credentials in the URL.
 
 use crate::output::{Action, InvalidAction};
 use crate::records::{InputTopic, Invalid, invalid};
@@ -1230,7 +1235,10 @@ impl RegistryConfig {
 
     /// `schema_registry_url`, `_ca_file`, `_user` and `_password`; `None` without a URL.
     pub fn from_settings(s: &Settings) -> Option<RegistryConfig> {
-        let url = s.schema_registry_url.as_deref().filter(|u| !u.trim().is_empty())?;
+        let url = s
+            .schema_registry_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())?;
         Some(RegistryConfig {
             url: url.to_string(),
             ca_file: s.schema_registry_ca_file.clone(),
@@ -1309,10 +1317,9 @@ impl Registry {
             .user_agent(concat!("attrib/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let authorization = c
-            .basic_auth
-            .as_ref()
-            .map(|(user, password)| format!("Basic {}", base64(format!("{user}:{password}").as_bytes())));
+        let authorization = c.basic_auth.as_ref().map(|(user, password)| {
+            format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+        });
         Ok(Registry {
             base,
             agent,
@@ -1417,11 +1424,15 @@ fn base64(data: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | (b[2] as u32);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
             } else {
                 out.push('=');
             }

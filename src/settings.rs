@@ -177,7 +177,10 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("LOG_LEVEL", &["log_level"]),
     ("OUTPUT_FORMAT", &["output_format"]),
     ("OUTPUT_FORMAT_ACTIONS", &["output_formats", "actions"]),
-    ("OUTPUT_FORMAT_INVALID_ACTIONS", &["output_formats", "invalid_actions"]),
+    (
+        "OUTPUT_FORMAT_INVALID_ACTIONS",
+        &["output_formats", "invalid_actions"],
+    ),
     ("SCHEMA_REGISTRY_URL", &["schema_registry_url"]),
     ("SCHEMA_REGISTRY_CA_FILE", &["schema_registry_ca_file"]),
     ("SCHEMA_REGISTRY_USER", &["schema_registry_user"]),
@@ -272,8 +275,8 @@ impl Settings {
             }
             t.insert(path[path.len() - 1].to_string(), typed_value(path, &v));
         }
-        let mut s: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let mut s: Settings =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 let msg = e.inner().to_string();
                 match path.as_str() {
@@ -354,9 +357,15 @@ impl Settings {
             }
             None => {
                 for (field, set) in [
-                    ("schema_registry_ca_file", self.schema_registry_ca_file.is_some()),
+                    (
+                        "schema_registry_ca_file",
+                        self.schema_registry_ca_file.is_some(),
+                    ),
                     ("schema_registry_user", self.schema_registry_user.is_some()),
-                    ("schema_registry_password", self.schema_registry_password.is_some()),
+                    (
+                        "schema_registry_password",
+                        self.schema_registry_password.is_some(),
+                    ),
                 ] {
                     if set {
                         bail!("invalid config: `{field}` is set but `schema_registry_url` is not");
