@@ -24,9 +24,14 @@
 //! no input can make it allocate more than its output limit or panic. `apache-avro` parses the
 //! schemas.
 //!
-//! **Output.** [`AvroOutput`] writes `action.avsc` and `invalid_action.avsc` datums, framed in
-//! the Confluent wire format when a registry is configured (the schemas are registered under
-//! `<topic>-value` at start) and in single-object encoding otherwise.
+//! **Output.** [`AvroOutput`] writes `action.avsc` and `invalid_action.avsc` datums for the
+//! output topics whose format is Avro, framed in the Confluent wire format when a registry is
+//! configured (the schema of each such topic is registered under `<topic>-value` at start) and
+//! in single-object encoding otherwise.
+//!
+//! **Registry.** [`Registry`] speaks HTTP or HTTPS (native TLS: the system's CA store, or the
+//! CAs of `schema_registry_ca_file` only), with HTTP basic auth from
+//! `schema_registry_user`/`_password` or from credentials in the URL.
 
 use crate::output::{Action, InvalidAction};
 use crate::records::{InputTopic, Invalid, invalid};
@@ -1208,10 +1213,50 @@ fn decode_with(plan: &Plan, body: &[u8], limit: usize) -> Result<Vec<u8>, String
 // Schema Registry
 // ---------------------------------------------------------------------------------------------
 
+/// How to reach a Confluent Schema Registry: base URL, TLS trust and credentials.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegistryConfig {
+    /// Base URL, `http://` or `https://`; credentials may be given as `https://KEY:SECRET@host`.
+    pub url: String,
+    /// PEM file of the CA certificate(s) an `https://` registry's certificate must chain to,
+    /// in place of the system's CA store.
+    pub ca_file: Option<PathBuf>,
+    /// HTTP basic auth: user (Confluent Cloud API key) and password (API secret).
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl RegistryConfig {
+    pub fn url(url: &str) -> RegistryConfig {
+        RegistryConfig {
+            url: url.to_string(),
+            ..RegistryConfig::default()
+        }
+    }
+
+    /// `schema_registry_url`, `_ca_file`, `_user` and `_password`; `None` without a URL.
+    pub fn from_settings(s: &Settings) -> Option<RegistryConfig> {
+        let url = s
+            .schema_registry_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())?;
+        Some(RegistryConfig {
+            url: url.to_string(),
+            ca_file: s.schema_registry_ca_file.clone(),
+            basic_auth: s
+                .schema_registry_user
+                .clone()
+                .zip(s.schema_registry_password.clone()),
+        })
+    }
+}
+
 /// A Confluent Schema Registry client (blocking; called from the processing thread only).
 pub struct Registry {
     base: String,
     agent: ureq::Agent,
+    /// `Basic …`, from [`RegistryConfig::basic_auth`] (credentials in the URL are sent by
+    /// `ureq` itself).
+    authorization: Option<String>,
 }
 
 const REGISTRY_CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -1219,13 +1264,51 @@ const REGISTRY_CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 impl Registry {
     /// `url` is the registry's base URL; credentials may be given as `https://KEY:SECRET@host`.
     pub fn new(url: &str) -> Result<Registry> {
-        let base = url.trim().trim_end_matches('/').to_string();
+        Registry::connect(&RegistryConfig::url(url))
+    }
+
+    /// From the settings; `None` without `schema_registry_url`.
+    pub fn from_settings(s: &Settings) -> Result<Option<Registry>> {
+        RegistryConfig::from_settings(s)
+            .map(|c| Registry::connect(&c))
+            .transpose()
+    }
+
+    /// Sets up the client (no request is made): a CA file is read and checked now.
+    pub fn connect(c: &RegistryConfig) -> Result<Registry> {
+        let base = c.url.trim().trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("schema registry URL `{base}` must start with http:// or https://");
         }
+        let roots = match &c.ca_file {
+            None => ureq::tls::RootCerts::PlatformVerifier,
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("cannot read schema_registry_ca_file {}", path.display())
+                })?;
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(&pem) {
+                    match item {
+                        Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+                        Ok(_) => {}
+                        Err(e) => bail!(
+                            "schema_registry_ca_file {} is not valid PEM: {e}",
+                            path.display()
+                        ),
+                    }
+                }
+                if certs.is_empty() {
+                    bail!(
+                        "schema_registry_ca_file {} holds no PEM certificate",
+                        path.display()
+                    );
+                }
+                ureq::tls::RootCerts::new_with_certs(&certs)
+            }
+        };
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::NativeTls)
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .root_certs(roots)
             .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(REGISTRY_TIMEOUT))
@@ -1234,7 +1317,21 @@ impl Registry {
             .user_agent(concat!("attrib/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Registry { base, agent })
+        let authorization = c.basic_auth.as_ref().map(|(user, password)| {
+            format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+        });
+        Ok(Registry {
+            base,
+            agent,
+            authorization,
+        })
+    }
+
+    fn with_auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(a) => req.header("Authorization", a.as_str()),
+            None => req,
+        }
     }
 
     /// The base URL without credentials, for messages.
@@ -1271,8 +1368,7 @@ impl Registry {
     pub fn schema_by_id(&self, id: u32) -> Result<String, String> {
         let url = format!("{}/schemas/ids/{id}", self.base);
         let resp = self
-            .agent
-            .get(&url)
+            .with_auth(self.agent.get(&url))
             .header("Accept", REGISTRY_CONTENT_TYPE)
             .call()
             .map_err(|e| e.to_string())?;
@@ -1297,8 +1393,7 @@ impl Registry {
         let url = format!("{}/subjects/{subject}/versions", self.base);
         let body = serde_json::json!({ "schema": schema }).to_string();
         let resp = self
-            .agent
-            .post(&url)
+            .with_auth(self.agent.post(&url))
             .header("Content-Type", REGISTRY_CONTENT_TYPE)
             .header("Accept", REGISTRY_CONTENT_TYPE)
             .send(body)
@@ -1324,6 +1419,28 @@ impl Registry {
     }
 }
 
+/// Standard base64 with padding (RFC 4648), for the basic auth header.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | (b[2] as u32);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Input
 // ---------------------------------------------------------------------------------------------
@@ -1345,6 +1462,18 @@ impl AvroInput {
     /// attrib's schemas, the given extra writer schemas (`.avsc` files, for single-object
     /// records written with another version of a schema) and, if given, a Schema Registry.
     pub fn new(registry_url: Option<&str>, extra_writer_schemas: &[PathBuf]) -> Result<AvroInput> {
+        let registry = registry_url
+            .filter(|u| !u.trim().is_empty())
+            .map(Registry::new)
+            .transpose()?;
+        AvroInput::with_registry(registry, extra_writer_schemas)
+    }
+
+    /// Like [`AvroInput::new`], with a registry client already set up.
+    pub fn with_registry(
+        registry: Option<Registry>,
+        extra_writer_schemas: &[PathBuf],
+    ) -> Result<AvroInput> {
         let mut by_fingerprint = HashMap::new();
         for own in own_schemas() {
             let plans = Arc::new(plans_for(&own.schema));
@@ -1380,10 +1509,6 @@ impl AvroInput {
                 .entry(crc64_avro(schema.canonical_form().as_bytes()))
                 .or_insert(plans);
         }
-        let registry = registry_url
-            .filter(|u| !u.trim().is_empty())
-            .map(Registry::new)
-            .transpose()?;
         Ok(AvroInput {
             by_fingerprint,
             registry,
@@ -1392,11 +1517,11 @@ impl AvroInput {
         })
     }
 
-    /// From the settings: `schema_registry_url`, `extra_writer_schemas`, and a JSON output cap
-    /// of four times `limits.max_record_bytes`.
+    /// From the settings: the `schema_registry_*` settings, `extra_writer_schemas`, and a JSON
+    /// output cap of four times `limits.max_record_bytes`.
     pub fn from_settings(s: &Settings) -> Result<AvroInput> {
         Ok(
-            AvroInput::new(s.schema_registry_url.as_deref(), &s.extra_writer_schemas)?
+            AvroInput::with_registry(Registry::from_settings(s)?, &s.extra_writer_schemas)?
                 .with_max_json_bytes(s.limits.max_record_bytes.saturating_mul(4).max(1 << 16)),
         )
     }
@@ -1771,17 +1896,17 @@ impl OutSchema {
     }
 }
 
-/// Encodes actions and invalid actions as Avro.
+/// Encodes actions and invalid actions as Avro (each only if its topic is an Avro topic).
 pub struct AvroOutput {
-    action: OutSchema,
-    invalid: OutSchema,
+    action: Option<OutSchema>,
+    invalid: Option<OutSchema>,
 }
 
 impl AvroOutput {
-    /// With a registry, registers `action.avsc` under `<actions_topic>-value` and
-    /// `invalid_action.avsc` under `<invalid_actions_topic>-value` now (an unreachable registry
-    /// fails here, not per record) and frames records in the Confluent wire format; without,
-    /// frames them in single-object encoding.
+    /// Both topics in Avro. With a registry, registers `action.avsc` under
+    /// `<actions_topic>-value` and `invalid_action.avsc` under `<invalid_actions_topic>-value`
+    /// now (an unreachable registry fails here, not per record) and frames records in the
+    /// Confluent wire format; without, frames them in single-object encoding.
     pub fn new(
         registry_url: Option<&str>,
         actions_topic: &str,
@@ -1791,42 +1916,69 @@ impl AvroOutput {
             .filter(|u| !u.trim().is_empty())
             .map(Registry::new)
             .transpose()?;
-        let reg = |topic| registry.as_ref().map(|r| (r, topic));
+        AvroOutput::for_topics(
+            registry.as_ref(),
+            Some(actions_topic),
+            Some(invalid_actions_topic),
+        )
+    }
+
+    /// Only the topics given are set up (and registered, with a registry).
+    pub fn for_topics(
+        registry: Option<&Registry>,
+        actions_topic: Option<&str>,
+        invalid_actions_topic: Option<&str>,
+    ) -> Result<AvroOutput> {
+        let reg = |topic| registry.map(|r| (r, topic));
         Ok(AvroOutput {
-            action: OutSchema::new("action", reg(actions_topic))?,
-            invalid: OutSchema::new("invalid_action", reg(invalid_actions_topic))?,
+            action: actions_topic
+                .map(|t| OutSchema::new("action", reg(t)))
+                .transpose()?,
+            invalid: invalid_actions_topic
+                .map(|t| OutSchema::new("invalid_action", reg(t)))
+                .transpose()?,
         })
     }
 
-    /// `None` unless `output_format = "avro"`.
+    /// `None` unless some output topic is Avro (`output_formats.<topic>`, else
+    /// `output_format`); set up for the Avro topics only.
     pub fn from_settings(s: &Settings) -> Result<Option<AvroOutput>> {
-        if s.output_format != OutputFormat::Avro {
+        let actions = s.actions_format() == OutputFormat::Avro;
+        let invalid = s.invalid_actions_format() == OutputFormat::Avro;
+        if !actions && !invalid {
             return Ok(None);
         }
-        AvroOutput::new(
-            s.schema_registry_url.as_deref(),
-            &s.topics.actions,
-            &s.topics.invalid_actions,
+        let registry = Registry::from_settings(s)?;
+        AvroOutput::for_topics(
+            registry.as_ref(),
+            actions.then_some(s.topics.actions.as_str()),
+            invalid.then_some(s.topics.invalid_actions.as_str()),
         )
         .map(Some)
     }
 
-    pub fn action_framing(&self) -> Framing {
-        self.action.framing
+    /// `None` if actions are not set up.
+    pub fn action_framing(&self) -> Option<Framing> {
+        self.action.as_ref().map(|o| o.framing)
     }
 
-    pub fn invalid_framing(&self) -> Framing {
-        self.invalid.framing
+    /// `None` if invalid actions are not set up.
+    pub fn invalid_framing(&self) -> Option<Framing> {
+        self.invalid.as_ref().map(|o| o.framing)
     }
 
     pub fn encode_action(&self, a: &Action) -> Result<Vec<u8>> {
         self.action
+            .as_ref()
+            .ok_or_else(|| anyhow!("the Avro encoder is not set up for actions"))?
             .encode(a)
             .context("cannot encode action as Avro")
     }
 
     pub fn encode_invalid(&self, i: &InvalidAction) -> Result<Vec<u8>> {
         self.invalid
+            .as_ref()
+            .ok_or_else(|| anyhow!("the Avro encoder is not set up for invalid actions"))?
             .encode(i)
             .context("cannot encode invalid action as Avro")
     }

@@ -3,7 +3,7 @@
 
 use crate::avro::AvroOutput;
 use crate::processor::{DlqRecord, OutRecord};
-use crate::settings::OutputFormat;
+use crate::settings::{OutputFormat, Settings};
 use anyhow::{Result, anyhow};
 
 /// The three output topics.
@@ -48,13 +48,47 @@ pub fn dlq_headers(d: &DlqRecord) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Encodes an output record in the configured format (DLQ records always keep their original
-/// bytes). `OutputFormat::Avro` needs the [`AvroOutput`].
-pub fn encode(o: &OutRecord, format: OutputFormat, avro: Option<&AvroOutput>) -> Result<Encoded> {
-    let value = match (format, o) {
-        (OutputFormat::Json, _) | (_, OutRecord::Dlq(_)) => return Ok(encode_json(o)),
-        (OutputFormat::Avro, OutRecord::Action(a)) => avro_output(avro)?.encode_action(a)?,
-        (OutputFormat::Avro, OutRecord::Invalid(i)) => avro_output(avro)?.encode_invalid(i)?,
+/// The format of each of the two encoded output topics (the DLQ has none: it keeps the
+/// original bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicFormats {
+    pub actions: OutputFormat,
+    pub invalid_actions: OutputFormat,
+}
+
+impl TopicFormats {
+    /// One format for both topics.
+    pub fn both(f: OutputFormat) -> TopicFormats {
+        TopicFormats {
+            actions: f,
+            invalid_actions: f,
+        }
+    }
+
+    /// `output_formats.<topic>`, else `output_format`.
+    pub fn from_settings(s: &Settings) -> TopicFormats {
+        TopicFormats {
+            actions: s.actions_format(),
+            invalid_actions: s.invalid_actions_format(),
+        }
+    }
+
+    pub fn any_avro(self) -> bool {
+        self.actions == OutputFormat::Avro || self.invalid_actions == OutputFormat::Avro
+    }
+}
+
+/// Encodes an output record in its topic's format (DLQ records always keep their original
+/// bytes). An Avro topic needs the [`AvroOutput`], set up for that topic.
+pub fn encode(o: &OutRecord, formats: TopicFormats, avro: Option<&AvroOutput>) -> Result<Encoded> {
+    let value = match o {
+        OutRecord::Dlq(_) => return Ok(encode_json(o)),
+        OutRecord::Action(_) if formats.actions == OutputFormat::Json => return Ok(encode_json(o)),
+        OutRecord::Invalid(_) if formats.invalid_actions == OutputFormat::Json => {
+            return Ok(encode_json(o));
+        }
+        OutRecord::Action(a) => avro_output(avro, "actions")?.encode_action(a)?,
+        OutRecord::Invalid(i) => avro_output(avro, "invalid_actions")?.encode_invalid(i)?,
     };
     let (topic, key) = match o {
         OutRecord::Action(a) => (OutputTopic::Actions, a.action_id.clone().into_bytes()),
@@ -69,8 +103,8 @@ pub fn encode(o: &OutRecord, format: OutputFormat, avro: Option<&AvroOutput>) ->
     })
 }
 
-fn avro_output(avro: Option<&AvroOutput>) -> Result<&AvroOutput> {
-    avro.ok_or_else(|| anyhow!("output_format is avro but no Avro encoder was set up"))
+fn avro_output<'a>(avro: Option<&'a AvroOutput>, topic: &str) -> Result<&'a AvroOutput> {
+    avro.ok_or_else(|| anyhow!("the {topic} output format is avro but no Avro encoder was set up"))
 }
 
 /// Encodes an output record as JSON (DLQ records keep their original bytes).

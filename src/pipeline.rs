@@ -665,7 +665,11 @@ impl Worker {
             key,
             value,
             headers,
-        } = crate::codec::encode(o, self.settings.output_format, self.avro_out.as_ref())?;
+        } = crate::codec::encode(
+            o,
+            crate::codec::TopicFormats::from_settings(&self.settings),
+            self.avro_out.as_ref(),
+        )?;
         let t = &self.settings.topics;
         let name = match topic {
             OutputTopic::Actions => t.actions.clone(),

@@ -40,6 +40,16 @@ pub enum OutputFormat {
     Avro,
 }
 
+/// The format of each output topic; a topic left out takes the global `output_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputFormats {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actions: Option<OutputFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_actions: Option<OutputFormat>,
+}
+
 /// Topic names (DESIGN §1).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,16 +107,26 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// A `tracing` filter (`info`, `attrib=debug,rdkafka=warn`, …).
     pub log_level: String,
+    /// Format of both output topics unless `output_formats` says otherwise.
     pub output_format: OutputFormat,
     /// Confluent Schema Registry base URL: Confluent-framed Avro input is read through it, and
     /// Avro output is registered in it and Confluent-framed. Credentials may be given as
-    /// `https://KEY:SECRET@host`.
+    /// `https://KEY:SECRET@host` or, better, in `schema_registry_user` and `_password`.
     pub schema_registry_url: Option<String>,
+    /// PEM file of the CA certificate(s) the registry's TLS certificate must chain to, instead
+    /// of the system's CA store.
+    pub schema_registry_ca_file: Option<PathBuf>,
+    /// HTTP basic auth user (a Confluent Cloud API key) for the registry.
+    pub schema_registry_user: Option<String>,
+    /// HTTP basic auth password (the API secret) for the registry.
+    pub schema_registry_password: Option<String>,
     /// Extra writer schemas (`.avsc` files) for single-object-encoded Avro input written with a
     /// schema other than attrib's own (an older or newer version).
     pub extra_writer_schemas: Vec<PathBuf>,
     /// Days kept beyond the longest window (clicks) and beyond locking (orders).
     pub retention_margin_days: i64,
+    /// Per output topic formats (`[output_formats]`), overriding `output_format`.
+    pub output_formats: OutputFormats,
     pub topics: Topics,
     /// librdkafka options passed through verbatim (security, SASL, TLS, …).
     pub kafka: BTreeMap<String, String>,
@@ -129,8 +149,12 @@ impl Default for Settings {
             log_level: "info".into(),
             output_format: OutputFormat::Json,
             schema_registry_url: None,
+            schema_registry_ca_file: None,
+            schema_registry_user: None,
+            schema_registry_password: None,
             extra_writer_schemas: Vec::new(),
             retention_margin_days: 30,
+            output_formats: OutputFormats::default(),
             topics: Topics::default(),
             kafka: BTreeMap::new(),
             journeys_api: JourneysApi::default(),
@@ -152,7 +176,15 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("LOG_FORMAT", &["log_format"]),
     ("LOG_LEVEL", &["log_level"]),
     ("OUTPUT_FORMAT", &["output_format"]),
+    ("OUTPUT_FORMAT_ACTIONS", &["output_formats", "actions"]),
+    (
+        "OUTPUT_FORMAT_INVALID_ACTIONS",
+        &["output_formats", "invalid_actions"],
+    ),
     ("SCHEMA_REGISTRY_URL", &["schema_registry_url"]),
+    ("SCHEMA_REGISTRY_CA_FILE", &["schema_registry_ca_file"]),
+    ("SCHEMA_REGISTRY_USER", &["schema_registry_user"]),
+    ("SCHEMA_REGISTRY_PASSWORD", &["schema_registry_password"]),
     ("RETENTION_MARGIN_DAYS", &["retention_margin_days"]),
     ("TOPIC_CLICKS", &["topics", "clicks"]),
     ("TOPIC_CONVERSIONS", &["topics", "conversions"]),
@@ -243,13 +275,30 @@ impl Settings {
             }
             t.insert(path[path.len() - 1].to_string(), typed_value(path, &v));
         }
-        let mut s: Settings = Settings::deserialize(toml::Value::Table(table))
-            .map_err(|e| anyhow::anyhow!("invalid config: {}", e.to_string().trim()))?;
-        if s.schema_registry_url
-            .as_deref()
-            .is_some_and(|u| u.trim().is_empty())
+        let mut s: Settings =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.inner().to_string();
+                match path.as_str() {
+                    "." | "" => anyhow::anyhow!("invalid config: {}", msg.trim()),
+                    _ => anyhow::anyhow!("invalid config: `{path}`: {}", msg.trim()),
+                }
+            })?;
+        // An empty variable unsets an optional setting.
+        for v in [
+            &mut s.schema_registry_url,
+            &mut s.schema_registry_user,
+            &mut s.schema_registry_password,
+        ] {
+            if v.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                *v = None;
+            }
+        }
+        if s.schema_registry_ca_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
         {
-            s.schema_registry_url = None;
+            s.schema_registry_ca_file = None;
         }
         s.validate()?;
         Ok(s)
@@ -284,10 +333,50 @@ impl Settings {
         if self.retention_margin_days < 0 {
             bail!("invalid config: `retention_margin_days` is negative");
         }
-        if let Some(u) = &self.schema_registry_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                bail!("invalid config: `schema_registry_url` must start with http:// or https://");
+        match &self.schema_registry_url {
+            Some(u) => {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    bail!(
+                        "invalid config: `schema_registry_url` must start with http:// or https://"
+                    );
+                }
+                if self.schema_registry_ca_file.is_some() && !u.starts_with("https://") {
+                    bail!(
+                        "invalid config: `schema_registry_ca_file` is set but `schema_registry_url` is not https://"
+                    );
+                }
+                let has_userinfo = u
+                    .split_once("://")
+                    .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+                    .is_some_and(|authority| authority.contains('@'));
+                if has_userinfo && self.schema_registry_user.is_some() {
+                    bail!(
+                        "invalid config: `schema_registry_user` is set and `schema_registry_url` has credentials too; keep one"
+                    );
+                }
             }
+            None => {
+                for (field, set) in [
+                    (
+                        "schema_registry_ca_file",
+                        self.schema_registry_ca_file.is_some(),
+                    ),
+                    ("schema_registry_user", self.schema_registry_user.is_some()),
+                    (
+                        "schema_registry_password",
+                        self.schema_registry_password.is_some(),
+                    ),
+                ] {
+                    if set {
+                        bail!("invalid config: `{field}` is set but `schema_registry_url` is not");
+                    }
+                }
+            }
+        }
+        if self.schema_registry_user.is_some() != self.schema_registry_password.is_some() {
+            bail!(
+                "invalid config: `schema_registry_user` and `schema_registry_password` go together"
+            );
         }
         let t = &self.topics;
         let names = [
@@ -322,6 +411,19 @@ impl Settings {
             bail!("invalid config: `limits` values must be positive");
         }
         Ok(())
+    }
+
+    /// The format of the actions topic: `output_formats.actions`, else `output_format`.
+    pub fn actions_format(&self) -> OutputFormat {
+        self.output_formats.actions.unwrap_or(self.output_format)
+    }
+
+    /// The format of the invalid-actions topic: `output_formats.invalid_actions`, else
+    /// `output_format`.
+    pub fn invalid_actions_format(&self) -> OutputFormat {
+        self.output_formats
+            .invalid_actions
+            .unwrap_or(self.output_format)
     }
 
     pub fn engine_settings(&self) -> EngineSettings {

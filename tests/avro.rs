@@ -1,26 +1,31 @@
 //! Avro input and output (src/avro.rs): a round trip of every schema, golden bytes of both
-//! framings, schema evolution, a Schema Registry (a tiny HTTP server inside the test), interop
-//! with Python fastavro, property tests over arbitrary bytes, and a flood of bad records
+//! framings, schema evolution, a Schema Registry (a tiny HTTP server inside the test, also over
+//! HTTPS with a CA made in the test), per-topic output formats end to end on the mock cluster,
+//! interop with Python fastavro, property tests over arbitrary bytes, and a flood of bad records
 //! interleaved with good ones through the processor and `replay`.
+
+mod common;
 
 use attrib::avro::{
     self, AvroInput, AvroOutput, Framing, JsonEncoder, confluent_header, datum_to_json, own_schema,
     single_object_header,
 };
-use attrib::codec::{self, OutputTopic};
+use attrib::codec::{self, OutputTopic, TopicFormats};
+use attrib::demo::{ReadBack, produce, read_topics, wait_consumed};
 use attrib::engine::EngineSettings;
 use attrib::output::{
     Action, Change, Credit, InvalidAction, JourneyView, Reason, ReferralType, State, Touchpoint,
 };
 use attrib::processor::{InRecord, OutRecord, Processor};
 use attrib::records::{CustomerStatus, InputTopic, Limits, decode_click, decode_conversion_topic};
-use attrib::settings::{OutputFormat, Settings};
+use attrib::settings::{Guarantee, OutputFormat, Settings};
 use attrib::store::MemoryStore;
 use attrib::tables::Tables;
 use attrib::time::parse_rfc3339;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rdkafka::mocking::MockCluster;
 use rust_decimal::Decimal;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
@@ -412,7 +417,7 @@ fn output_schemas_round_trip() {
     let a = sample_action();
     let bytes = out.encode_action(&a).unwrap();
     let fp = own_schema("action").unwrap().fingerprint;
-    assert_eq!(out.action_framing(), Framing::SingleObject(fp));
+    assert_eq!(out.action_framing(), Some(Framing::SingleObject(fp)));
     assert_eq!(bytes[..10], single_object_header(fp));
     let back = parse(&datum_to_json("action", &bytes[10..]).unwrap());
     let expected = serde_json::to_value(&a).unwrap();
@@ -429,20 +434,21 @@ fn output_schemas_round_trip() {
 
 #[test]
 fn codec_encodes_in_the_configured_format() {
+    let (json_fmt, avro_fmt) = (OutputFormat::Json, OutputFormat::Avro);
     let out = AvroOutput::new(None, "a", "i").unwrap();
     let a = OutRecord::Action(Box::new(sample_action()));
-    let json = codec::encode(&a, OutputFormat::Json, None).unwrap();
+    let json = codec::encode(&a, TopicFormats::both(json_fmt), None).unwrap();
     assert_eq!(json, codec::encode_json(&a));
-    let e = codec::encode(&a, OutputFormat::Avro, Some(&out)).unwrap();
+    let e = codec::encode(&a, TopicFormats::both(avro_fmt), Some(&out)).unwrap();
     assert_eq!(e.topic, OutputTopic::Actions);
     assert_eq!(e.key, json.key);
     assert_eq!(
         e.value.as_deref(),
         Some(&out.encode_action(&sample_action()).unwrap()[..])
     );
-    assert!(codec::encode(&a, OutputFormat::Avro, None).is_err());
+    assert!(codec::encode(&a, TopicFormats::both(avro_fmt), None).is_err());
     let i = OutRecord::Invalid(Box::new(sample_invalid()));
-    let e = codec::encode(&i, OutputFormat::Avro, Some(&out)).unwrap();
+    let e = codec::encode(&i, TopicFormats::both(avro_fmt), Some(&out)).unwrap();
     assert_eq!(e.key.as_deref(), Some(&b"p9/sale/o-7"[..]));
     // The DLQ keeps the original bytes whatever the format.
     let mut p = processor();
@@ -459,9 +465,53 @@ fn codec_encodes_in_the_configured_format() {
     )
     .unwrap();
     let d = &outs[0];
-    let e = codec::encode(d, OutputFormat::Avro, Some(&out)).unwrap();
+    let e = codec::encode(d, TopicFormats::both(avro_fmt), Some(&out)).unwrap();
     assert_eq!(e, codec::encode_json(d));
     assert_eq!(e.value.as_deref(), Some(&[0xC3, 0x01, 7][..]));
+}
+
+#[test]
+fn codec_encodes_each_topic_in_its_own_format() {
+    let (a, i) = (
+        OutRecord::Action(Box::new(sample_action())),
+        OutRecord::Invalid(Box::new(sample_invalid())),
+    );
+    let is_avro = |e: &codec::Encoded| e.value.as_deref().unwrap()[..2] == [0xC3, 0x01];
+    // Actions in Avro, invalid actions in JSON: only the actions encoder is set up.
+    let formats = TopicFormats {
+        actions: OutputFormat::Avro,
+        invalid_actions: OutputFormat::Json,
+    };
+    let out = AvroOutput::for_topics(None, Some("a"), None).unwrap();
+    assert!(out.action_framing().is_some() && out.invalid_framing().is_none());
+    let ea = codec::encode(&a, formats, Some(&out)).unwrap();
+    assert!(is_avro(&ea));
+    let back = parse(&datum_to_json("action", &ea.value.unwrap()[10..]).unwrap());
+    assert_eq!(back, serde_json::to_value(sample_action()).unwrap());
+    assert_eq!(
+        codec::encode(&i, formats, Some(&out)).unwrap(),
+        codec::encode_json(&i)
+    );
+    // And the other way round.
+    let formats = TopicFormats {
+        actions: OutputFormat::Json,
+        invalid_actions: OutputFormat::Avro,
+    };
+    let out = AvroOutput::for_topics(None, None, Some("i")).unwrap();
+    assert!(out.action_framing().is_none() && out.invalid_framing().is_some());
+    assert_eq!(
+        codec::encode(&a, formats, Some(&out)).unwrap(),
+        codec::encode_json(&a)
+    );
+    let ei = codec::encode(&i, formats, Some(&out)).unwrap();
+    assert!(is_avro(&ei));
+    let back = parse(&datum_to_json("invalid_action", &ei.value.unwrap()[10..]).unwrap());
+    assert_eq!(back, serde_json::to_value(sample_invalid()).unwrap());
+    // An Avro topic whose encoder was not set up is an error, not JSON in disguise.
+    let e = codec::encode(&a, TopicFormats::both(OutputFormat::Avro), Some(&out))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not set up for actions"), "{e}");
 }
 
 #[test]
@@ -516,9 +566,16 @@ fn settings_for_avro() {
     let uncommented = example
         .replace("# schema_registry_url = ", "schema_registry_url = ")
         .replace("# extra_writer_schemas = ", "extra_writer_schemas = ")
-        .replace("output_format = \"json\"", "output_format = \"avro\"");
+        .replace("output_format = \"json\"", "output_format = \"avro\"")
+        .replace("# actions = \"avro\"", "actions = \"avro\"")
+        .replace("# invalid_actions = \"json\"", "invalid_actions = \"json\"");
     let s = Settings::parse(&uncommented, env(&[])).unwrap();
     assert_eq!(s.output_format, OutputFormat::Avro);
+    let f = TopicFormats::from_settings(&s);
+    assert_eq!(
+        (f.actions, f.invalid_actions),
+        (OutputFormat::Avro, OutputFormat::Json)
+    );
     assert!(s.schema_registry_url.is_some() && s.extra_writer_schemas.len() == 1);
     // A missing extra writer schema fails at start.
     let e = AvroInput::new(None, &[PathBuf::from("/nonexistent.avsc")])
@@ -526,6 +583,190 @@ fn settings_for_avro() {
         .unwrap()
         .to_string();
     assert!(e.contains("/nonexistent.avsc"), "{e}");
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn formats_of(s: &Settings) -> (OutputFormat, OutputFormat) {
+    let f = TopicFormats::from_settings(s);
+    (f.actions, f.invalid_actions)
+}
+
+#[test]
+fn settings_for_per_topic_output_formats() {
+    use OutputFormat::{Avro, Json};
+    // Default: JSON on both topics.
+    let s = Settings::parse("", env(&[])).unwrap();
+    assert_eq!(formats_of(&s), (Json, Json));
+    // The global setting alone still sets both (as before per-topic formats).
+    let s = Settings::parse("output_format = \"avro\"", env(&[])).unwrap();
+    assert_eq!(formats_of(&s), (Avro, Avro));
+    // A topic's own format wins over the global one, in the file and from the environment.
+    let s = Settings::parse(
+        "output_format = \"avro\"\n[output_formats]\ninvalid_actions = \"json\"\n",
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(formats_of(&s), (Avro, Json));
+    let s = Settings::parse(
+        "[output_formats]\nactions = \"json\"\n",
+        env(&[
+            ("ATTRIB_OUTPUT_FORMAT_ACTIONS", "avro"),
+            ("ATTRIB_OUTPUT_FORMAT_INVALID_ACTIONS", "avro"),
+            ("ATTRIB_OUTPUT_FORMAT", "json"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(formats_of(&s), (Avro, Avro));
+    let s = Settings::parse("", env(&[("ATTRIB_OUTPUT_FORMAT_INVALID_ACTIONS", "avro")])).unwrap();
+    assert_eq!(formats_of(&s), (Json, Avro));
+    // check-config prints what it parsed, and that text parses to the same settings.
+    let again = Settings::parse(&toml::to_string(&s).unwrap(), env(&[])).unwrap();
+    assert_eq!(again, s);
+
+    // The Avro encoder is set up for the Avro topics only.
+    let out = AvroOutput::from_settings(&s).unwrap().unwrap();
+    assert_eq!(out.action_framing(), None);
+    assert_eq!(
+        out.invalid_framing(),
+        Some(Framing::SingleObject(
+            own_schema("invalid_action").unwrap().fingerprint
+        ))
+    );
+    let s = Settings::parse("[output_formats]\nactions = \"avro\"", env(&[])).unwrap();
+    let out = AvroOutput::from_settings(&s).unwrap().unwrap();
+    assert!(out.action_framing().is_some() && out.invalid_framing().is_none());
+    let s = Settings::parse(
+        "output_format = \"avro\"\n[output_formats]\nactions = \"json\"\ninvalid_actions = \"json\"",
+        env(&[]),
+    )
+    .unwrap();
+    assert!(AvroOutput::from_settings(&s).unwrap().is_none());
+
+    // Bad values and keys name the field.
+    for (text, vars, field, value) in [
+        (
+            "[output_formats]\nactions = \"protobuf\"",
+            vec![],
+            "output_formats.actions",
+            "protobuf",
+        ),
+        (
+            "",
+            vec![("ATTRIB_OUTPUT_FORMAT_INVALID_ACTIONS", "xml")],
+            "output_formats.invalid_actions",
+            "xml",
+        ),
+        (
+            "[output_formats]\ndlq = \"avro\"",
+            vec![],
+            "output_formats",
+            "dlq",
+        ),
+        (
+            "output_format = \"protobuf\"",
+            vec![],
+            "output_format",
+            "protobuf",
+        ),
+    ] {
+        let e = Settings::parse(text, env(&vars)).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("`{field}`")) && e.contains(value),
+            "{text:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn settings_for_the_schema_registry_connection() {
+    let s = Settings::parse(
+        "schema_registry_url = \"https://sr.example\"\nschema_registry_ca_file = \"/etc/attrib/ca.pem\"\n",
+        env(&[
+            ("ATTRIB_SCHEMA_REGISTRY_USER", "KEY"),
+            ("ATTRIB_SCHEMA_REGISTRY_PASSWORD", "se/cr+t"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        avro::RegistryConfig::from_settings(&s),
+        Some(avro::RegistryConfig {
+            url: "https://sr.example".into(),
+            ca_file: Some(PathBuf::from("/etc/attrib/ca.pem")),
+            basic_auth: Some(("KEY".into(), "se/cr+t".into())),
+        })
+    );
+    // An empty variable unsets the file's value.
+    let s = Settings::parse(
+        "schema_registry_url = \"https://sr.example\"\nschema_registry_ca_file = \"/ca.pem\"\n",
+        env(&[("ATTRIB_SCHEMA_REGISTRY_CA_FILE", "")]),
+    )
+    .unwrap();
+    assert_eq!(s.schema_registry_ca_file, None);
+    for (text, vars, field) in [
+        (
+            "schema_registry_url = \"https://sr\"\nschema_registry_user = \"k\"",
+            vec![],
+            "schema_registry_password",
+        ),
+        (
+            "schema_registry_url = \"https://sr\"",
+            vec![("ATTRIB_SCHEMA_REGISTRY_PASSWORD", "p")],
+            "schema_registry_user",
+        ),
+        (
+            "schema_registry_url = \"http://sr:8081\"\nschema_registry_ca_file = \"/ca.pem\"",
+            vec![],
+            "schema_registry_ca_file",
+        ),
+        (
+            "schema_registry_ca_file = \"/ca.pem\"",
+            vec![],
+            "schema_registry_ca_file",
+        ),
+        (
+            "schema_registry_user = \"k\"\nschema_registry_password = \"p\"",
+            vec![],
+            "schema_registry_user",
+        ),
+        (
+            "schema_registry_url = \"https://a:b@sr\"",
+            vec![
+                ("ATTRIB_SCHEMA_REGISTRY_USER", "k"),
+                ("ATTRIB_SCHEMA_REGISTRY_PASSWORD", "p"),
+            ],
+            "schema_registry_user",
+        ),
+    ] {
+        let e = Settings::parse(text, env(&vars)).unwrap_err().to_string();
+        assert!(e.contains(&format!("`{field}`")), "{text:?} {vars:?}: {e}");
+    }
+    // The CA file is read when the registry client is set up (at start), not per request.
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for (path, expect) in [
+        (not_pem.clone(), "holds no PEM certificate"),
+        (
+            dir.path().join("missing.pem"),
+            "cannot read schema_registry_ca_file",
+        ),
+    ] {
+        let c = avro::RegistryConfig {
+            ca_file: Some(path.clone()),
+            ..avro::RegistryConfig::url("https://sr.example")
+        };
+        let e = avro::Registry::connect(&c).err().unwrap().to_string();
+        assert!(
+            e.contains(expect) && e.contains(&path.display().to_string()),
+            "{e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -917,31 +1158,58 @@ struct TestRegistry {
     addr: std::net::SocketAddr,
     state: Arc<Mutex<RegistryState>>,
     stop: Arc<AtomicBool>,
+    tls: bool,
 }
 
 impl TestRegistry {
     fn start() -> TestRegistry {
+        TestRegistry::start_with(None)
+    }
+
+    /// Over HTTPS, with this server identity.
+    fn start_tls(identity: native_tls::Identity) -> TestRegistry {
+        TestRegistry::start_with(Some(native_tls::TlsAcceptor::new(identity).unwrap()))
+    }
+
+    fn start_with(tls: Option<native_tls::TlsAcceptor>) -> TestRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(RegistryState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (state.clone(), stop.clone());
+        let tls_on = tls.is_some();
         std::thread::spawn(move || {
             // Bounded: at most 10,000 connections, and it stops when the test drops it.
             for conn in listener.incoming().take(10_000) {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Ok(c) = conn {
-                    let _ = serve(c, &s);
+                let Ok(c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                match &tls {
+                    // A client that refuses the certificate ends the handshake: no request.
+                    Some(acceptor) => {
+                        if let Ok(t) = acceptor.accept(c) {
+                            let _ = serve(t, &s);
+                        }
+                    }
+                    None => {
+                        let _ = serve(c, &s);
+                    }
                 }
             }
         });
-        TestRegistry { addr, state, stop }
+        TestRegistry {
+            addr,
+            state,
+            stop,
+            tls: tls_on,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     fn add(&self, schema: &str) -> u32 {
@@ -958,9 +1226,8 @@ impl Drop for TestRegistry {
     }
 }
 
-fn serve(c: TcpStream, state: &Mutex<RegistryState>) -> std::io::Result<()> {
-    c.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut r = BufReader::new(c.try_clone()?);
+fn serve<S: Read + Write>(c: S, state: &Mutex<RegistryState>) -> std::io::Result<()> {
+    let mut r = BufReader::new(c);
     let mut line = String::new();
     r.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -1034,7 +1301,7 @@ fn serve(c: TcpStream, state: &Mutex<RegistryState>) -> std::io::Result<()> {
     };
     drop(s);
     let reply = reply.to_string();
-    let mut c = c;
+    let c = r.get_mut();
     write!(
         c,
         "HTTP/1.1 {code} X\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
@@ -1195,8 +1462,8 @@ fn confluent_output_registers_its_schemas() {
         assert_eq!(s.schemas[0], own_schema("action").unwrap().text);
         assert_eq!(s.last_auth.as_deref(), Some("Basic dXNlcjpwYXNz"));
     }
-    assert_eq!(out.action_framing(), Framing::Confluent(1));
-    assert_eq!(out.invalid_framing(), Framing::Confluent(2));
+    assert_eq!(out.action_framing(), Some(Framing::Confluent(1)));
+    assert_eq!(out.invalid_framing(), Some(Framing::Confluent(2)));
     let b = out.encode_action(&sample_action()).unwrap();
     assert_eq!(b[..5], [0, 0, 0, 0, 1]);
     let back = parse(&datum_to_json("action", &b[5..]).unwrap());
@@ -1204,7 +1471,7 @@ fn confluent_output_registers_its_schemas() {
     // Registering again finds the same ids.
     let again =
         AvroOutput::new(Some(&reg.url()), "attrib.actions", "attrib.invalid-actions").unwrap();
-    assert_eq!(again.action_framing(), Framing::Confluent(1));
+    assert_eq!(again.action_framing(), Some(Framing::Confluent(1)));
     // And attrib's input reads what a Confluent producer wrote with the registered id.
     let avro = AvroInput::new(Some(&reg.url()), &[]).unwrap();
     let e = avro.decode_to_json(InputTopic::Clicks, &b).unwrap_err();
@@ -1213,6 +1480,370 @@ fn confluent_output_registers_its_schemas() {
         "{}",
         e.0
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry over HTTPS, with a private CA made in the test
+// ---------------------------------------------------------------------------------------------
+
+/// A certificate authority made for the test (EC P-256, valid for two days).
+struct TestCa {
+    cert: openssl::x509::X509,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+}
+
+fn ec_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
+    use openssl::ec::{EcGroup, EcKey};
+    let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+    openssl::pkey::PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+}
+
+fn x509_name(cn: &str) -> openssl::x509::X509Name {
+    let mut b = openssl::x509::X509NameBuilder::new().unwrap();
+    b.append_entry_by_text("CN", cn).unwrap();
+    b.build()
+}
+
+fn x509_builder(
+    cn: &str,
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+) -> openssl::x509::X509Builder {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    let mut b = openssl::x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&x509_name(cn)).unwrap();
+    b.set_pubkey(key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    b
+}
+
+impl TestCa {
+    fn new(cn: &str) -> TestCa {
+        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+        let key = ec_key();
+        let mut b = x509_builder(cn, &key);
+        b.set_issuer_name(&x509_name(cn)).unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let ski = SubjectKeyIdentifier::new()
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(ski).unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        TestCa {
+            cert: b.build(),
+            key,
+        }
+    }
+
+    fn pem(&self) -> Vec<u8> {
+        self.cert.to_pem().unwrap()
+    }
+
+    /// A server identity for 127.0.0.1 and localhost, signed by this CA.
+    fn server_identity(&self) -> native_tls::Identity {
+        use openssl::x509::extension::{
+            AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage,
+            SubjectAlternativeName,
+        };
+        let key = ec_key();
+        let mut b = x509_builder("localhost", &key);
+        b.set_issuer_name(self.cert.subject_name()).unwrap();
+        b.append_extension(BasicConstraints::new().critical().build().unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .ip("127.0.0.1")
+            .dns("localhost")
+            .build(&b.x509v3_context(Some(&*self.cert), None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(false)
+            .build(&b.x509v3_context(Some(&*self.cert), None))
+            .unwrap();
+        b.append_extension(aki).unwrap();
+        b.sign(&self.key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        native_tls::Identity::from_pkcs8(
+            &b.build().to_pem().unwrap(),
+            &key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+#[test]
+fn schema_registry_over_https_with_a_private_ca_and_basic_auth() {
+    let ca = TestCa::new("attrib test CA");
+    let reg = TestRegistry::start_tls(ca.server_identity());
+    assert!(reg.url().starts_with("https://127.0.0.1:"));
+    let click_id = reg.add(own_schema("click").unwrap().text);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("registry-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    // A Confluent Cloud style secret, with characters a URL could not carry as they are.
+    let (user, password) = ("SRKEY7", "s3cr/t+x=:y@z");
+    let url = reg.url();
+    let s = Settings::parse(
+        "[output_formats]\nactions = \"avro\"\n",
+        env(&[
+            ("ATTRIB_SCHEMA_REGISTRY_URL", url.as_str()),
+            ("ATTRIB_SCHEMA_REGISTRY_CA_FILE", ca_file.to_str().unwrap()),
+            ("ATTRIB_SCHEMA_REGISTRY_USER", user),
+            ("ATTRIB_SCHEMA_REGISTRY_PASSWORD", password),
+        ]),
+    )
+    .unwrap();
+    let basic = format!(
+        "Basic {}",
+        openssl::base64::encode_block(format!("{user}:{password}").as_bytes())
+    );
+
+    // Output: the actions schema (only: invalid actions stay JSON) is registered at start.
+    let out = AvroOutput::from_settings(&s).unwrap().unwrap();
+    {
+        let st = reg.state.lock().unwrap();
+        assert_eq!(
+            st.subjects,
+            vec![(format!("{}-value", s.topics.actions), 2)]
+        );
+        assert_eq!(st.last_auth.as_deref(), Some(basic.as_str()));
+    }
+    assert_eq!(out.action_framing(), Some(Framing::Confluent(2)));
+    assert_eq!(out.invalid_framing(), None);
+
+    // Input: a Confluent-framed record's writer schema is fetched over HTTPS.
+    let input = AvroInput::from_settings(&s).unwrap();
+    let mut b = confluent_header(click_id).to_vec();
+    b.extend(datum("click", sample("click").json));
+    let j = parse(
+        &input
+            .decode_to_json(InputTopic::Clicks, &b)
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!(j["click_id"], "c-1");
+    {
+        let st = reg.state.lock().unwrap();
+        assert_eq!(st.gets, 1);
+        assert_eq!(st.last_auth.as_deref(), Some(basic.as_str()));
+    }
+
+    // Trusting only the system's CAs, or another private CA, attrib refuses the server's
+    // certificate: start-up fails naming the registry, and no request reaches it.
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, TestCa::new("another CA").pem()).unwrap();
+    for trusted in [None, Some(other)] {
+        let s = Settings {
+            schema_registry_ca_file: trusted.clone(),
+            ..s.clone()
+        };
+        let e = format!("{:#}", AvroOutput::from_settings(&s).err().unwrap());
+        assert!(
+            e.contains(&format!(
+                "cannot register the schema of subject `{}-value` at {}",
+                s.topics.actions,
+                reg.url()
+            )),
+            "{trusted:?}: {e}"
+        );
+        assert!(e.contains("certificate verify failed"), "{trusted:?}: {e}");
+        let input = AvroInput::from_settings(&s).unwrap();
+        let mut b = confluent_header(click_id).to_vec();
+        b.extend(datum("click", sample("click").json));
+        let e = input.decode_to_json(InputTopic::Clicks, &b).unwrap_err();
+        assert!(e.0.contains("cannot fetch writer schema id 1"), "{}", e.0);
+    }
+    let st = reg.state.lock().unwrap();
+    assert_eq!((st.posts, st.gets), (1, 1), "a refused server got requests");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-topic output formats end to end, on librdkafka's mock cluster
+// ---------------------------------------------------------------------------------------------
+
+/// The pipeline on a fresh mock cluster with `settings` changed by `f`, fed one credited
+/// conversion and two uncredited ones (unknown program, duplicate order); what the actions
+/// and invalid-actions topics then hold.
+fn run_mock_pipeline(f: impl FnOnce(&mut Settings)) -> (Settings, Vec<ReadBack>) {
+    use InputTopic::*;
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = common::test_settings(&brokers, Guarantee::AtLeastOnce, dir.path());
+    f(&mut s);
+    for (t, p) in common::topics_of(&s, 1) {
+        cluster.create_topic(&t, p, 1).unwrap();
+    }
+    let tables = [
+        common::rec(
+            Config,
+            "program/p1",
+            r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD","credit_policy":"last_click"}"#,
+        ),
+        common::rec(
+            Config,
+            "contract/p1/pa1",
+            r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"percent":"10"}}}"#,
+        ),
+    ];
+    produce(&brokers, &s, &tables).unwrap();
+    let run = common::Running::start(&s);
+    run.wait_ready(Duration::from_secs(60));
+    let click = common::rec(
+        Clicks,
+        "d-1",
+        r#"{"type":"click","click_id":"c-1","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T10:00:00Z","device_id":"d-1"}"#,
+    );
+    produce(&brokers, &s, &[click]).unwrap();
+    wait_consumed(&run.handles, 1, Duration::from_secs(60)).unwrap();
+    let conversion = r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-1","occurred_at":"2026-11-02T10:00:00Z","device_id":"d-1","order_subtotal":"80"}"#;
+    let conversions = [
+        common::rec(Conversions, "d-1", conversion),
+        common::rec(Conversions, "d-1", conversion),
+        common::rec(
+            Conversions,
+            "d-2",
+            r#"{"type":"conversion","program_id":"nope","event_type":"sale","order_id":"o-2","occurred_at":"2026-11-02T10:00:00Z","device_id":"d-2"}"#,
+        ),
+    ];
+    produce(&brokers, &s, &conversions).unwrap();
+    wait_consumed(&run.handles, 4, Duration::from_secs(60)).unwrap();
+    run.stop();
+    let out = read_topics(&brokers, &[&s.topics.actions, &s.topics.invalid_actions]).unwrap();
+    (s, out)
+}
+
+/// The records of one topic: (key, value).
+fn records_of(out: &[ReadBack], topic: &str) -> Vec<(String, Vec<u8>)> {
+    out.iter()
+        .filter(|r| r.topic == topic)
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                r.value.clone().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Checks one action record (its attrib-decoded JSON form) and its key.
+fn check_action(key: &str, a: &Json) {
+    assert_eq!(a["action_id"], key, "actions are keyed by action_id");
+    assert_eq!(a["order_id"], "o-1");
+    assert_eq!(a["credits"][0]["partner_id"], "pa1");
+    assert_eq!(a["payout"], "8.000000");
+}
+
+fn reasons(invalid: &[Json]) -> Vec<String> {
+    let mut r: Vec<String> = invalid
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap().to_string())
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn mixed_output_formats_end_to_end() {
+    let fastavro_ok = fastavro_available();
+    let expected_reasons = vec!["duplicate_order".to_string(), "unknown_program".to_string()];
+
+    // 1. Actions in Avro through a registry (Confluent wire format), invalid actions in JSON.
+    let reg = TestRegistry::start();
+    let (s, out) = run_mock_pipeline(|s| {
+        s.schema_registry_url = Some(reg.url());
+        s.output_formats.actions = Some(OutputFormat::Avro);
+    });
+    let subjects = reg.state.lock().unwrap().subjects.clone();
+    assert_eq!(subjects, vec![(format!("{}-value", s.topics.actions), 1)]);
+    let actions = records_of(&out, &s.topics.actions);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let (key, value) = &actions[0];
+    assert_eq!(value[..5], confluent_header(1));
+    let a = parse(&datum_to_json("action", &value[5..]).unwrap());
+    check_action(key, &a);
+    if fastavro_ok {
+        let registered = reg.state.lock().unwrap().schemas[0].clone();
+        let got = fastavro(
+            "read",
+            &json!([{"stem":"action","framing":"confluent","id":1,"registered":registered,"hex":hex(value)}]).to_string(),
+        );
+        assert_eq!(norm_fastavro("action", &got[0]), norm("action", &a));
+    }
+    let invalid: Vec<Json> = records_of(&out, &s.topics.invalid_actions)
+        .iter()
+        .map(|(_, v)| serde_json::from_slice(v).expect("invalid actions are JSON"))
+        .collect();
+    assert_eq!(reasons(&invalid), expected_reasons);
+
+    // 2. The other way round, without a registry: invalid actions in single-object Avro.
+    let (s, out) = run_mock_pipeline(|s| {
+        s.output_format = OutputFormat::Avro;
+        s.output_formats.actions = Some(OutputFormat::Json);
+    });
+    let actions = records_of(&out, &s.topics.actions);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let (key, value) = &actions[0];
+    check_action(
+        key,
+        &serde_json::from_slice(value).expect("actions are JSON"),
+    );
+    let fp = own_schema("invalid_action").unwrap().fingerprint;
+    let mut invalid = Vec::new();
+    for (key, value) in records_of(&out, &s.topics.invalid_actions) {
+        assert_eq!(value[..10], single_object_header(fp));
+        let i = parse(&datum_to_json("invalid_action", &value[10..]).unwrap());
+        assert_eq!(
+            key,
+            format!(
+                "{}/sale/{}",
+                i["program_id"].as_str().unwrap(),
+                i["order_id"].as_str().unwrap()
+            )
+        );
+        if fastavro_ok {
+            let got = fastavro(
+                "read",
+                &json!([{"stem":"invalid_action","framing":"single_object","hex":hex(&value)}])
+                    .to_string(),
+            );
+            assert_eq!(
+                norm_fastavro("invalid_action", &got[0]),
+                norm("invalid_action", &i)
+            );
+        }
+        invalid.push(i);
+    }
+    assert_eq!(reasons(&invalid), expected_reasons);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1269,10 +1900,10 @@ fn fastavro_reads_attribs_output() {
     let cf = AvroOutput::new(Some(&reg.url()), "attrib.actions", "attrib.invalid-actions").unwrap();
     let registered = |id: u32| reg.state.lock().unwrap().schemas[id as usize - 1].clone();
     let (a, i) = (sample_action(), sample_invalid());
-    let Framing::Confluent(aid) = cf.action_framing() else {
+    let Some(Framing::Confluent(aid)) = cf.action_framing() else {
         panic!()
     };
-    let Framing::Confluent(iid) = cf.invalid_framing() else {
+    let Some(Framing::Confluent(iid)) = cf.invalid_framing() else {
         panic!()
     };
     let golden_action =
