@@ -143,7 +143,11 @@ impl std::fmt::Display for Row {
                 "| {} | {g} | {s} | {} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |",
                 self.broker, self.records, x.rate, x.half.0, x.half.1, x.low.0, x.low.1, x.rss
             ),
-            Err(e) => write!(f, "| {} | {g} | {s} | {} | failed: {e} | | | |", self.broker, self.records),
+            Err(e) => write!(
+                f,
+                "| {} | {g} | {s} | {} | failed: {e} | | | |",
+                self.broker, self.records
+            ),
         }
     }
 }
@@ -256,7 +260,9 @@ fn create_topics(s: &Settings, mock: Option<&Mock<'_>>, partitions: i32) -> anyh
 
 /// Starts `attrib run` or the pass-through as a child process.
 fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Result<Child> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let g = match s.processing_guarantee {
         Guarantee::AtLeastOnce => "at_least_once",
         Guarantee::ExactlyOnce => "exactly_once",
@@ -296,9 +302,13 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
             c
         }
     };
-    cmd.envs(env.iter().filter(|(k, _)| *k != "ATTRIB_METRICS_PORT").map(|(k, v)| (*k, v)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.envs(
+        env.iter()
+            .filter(|(k, _)| *k != "ATTRIB_METRICS_PORT")
+            .map(|(k, v)| (*k, v)),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
     Ok(cmd.spawn()?)
 }
 
@@ -405,7 +415,10 @@ fn wait_committed(
             let (t0, n0) = first.unwrap_or((now, 0));
             return Ok((t0, n0, now));
         }
-        anyhow::ensure!(now < deadline, "committed {got} of {target} within {timeout:?}");
+        anyhow::ensure!(
+            now < deadline,
+            "committed {got} of {target} within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -439,7 +452,10 @@ fn case(
         let (t0, n0, t1) = wait_committed(&reader, &s, parts, total, Duration::from_secs(600))?;
         let secs = (t1 - t0).as_secs_f64().max(0.001);
         let rate = (total - n0) as f64 / secs;
-        eprintln!("   {} records in {secs:.2} s: {rate:.0} records/s", total - n0);
+        eprintln!(
+            "   {} records in {secs:.2} s: {rate:.0} records/s",
+            total - n0
+        );
         let half = latency(&s, system, (rate / 2.0).max(100.0), parts)?;
         let low = latency(&s, system, LOW_RATE, parts)?;
         Ok(Figures {
@@ -493,13 +509,19 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
                 let key = format!("lat-{i}");
                 let conversion = i % 10 == 9;
                 let (topic, value) = if conversion {
-                    (&s.topics.conversions, format!(
-                        r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"{key}","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}","order_subtotal":"10.00"}}"#
-                    ))
+                    (
+                        &s.topics.conversions,
+                        format!(
+                            r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"{key}","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}","order_subtotal":"10.00"}}"#
+                        ),
+                    )
                 } else {
-                    (&s.topics.clicks, format!(
-                        r#"{{"type":"click","click_id":"{key}","program_id":"shoes","partner_id":"coupons-r-us","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}"}}"#
-                    ))
+                    (
+                        &s.topics.clicks,
+                        format!(
+                            r#"{{"type":"click","click_id":"{key}","program_id":"shoes","partner_id":"coupons-r-us","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}"}}"#
+                        ),
+                    )
                 };
                 // Pass-through outputs every record, attrib one per conversion.
                 if conversion || system == System::PassThrough {
@@ -549,11 +571,18 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
     let measured = producer_thread.join().expect("producer thread")?;
     anyhow::ensure!(!latencies.is_empty(), "no output received");
     if latencies.len() < measured {
-        eprintln!("   {} of {measured} outputs received in time", latencies.len());
+        eprintln!(
+            "   {} of {measured} outputs received in time",
+            latencies.len()
+        );
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let q = |f: f64| latencies[((latencies.len() - 1) as f64 * f).round() as usize];
-    eprintln!("   latency at {rate:.0} records/s: p50 {:.1} ms, p99 {:.1} ms", q(0.5), q(0.99));
+    eprintln!(
+        "   latency at {rate:.0} records/s: p50 {:.1} ms, p99 {:.1} ms",
+        q(0.5),
+        q(0.99)
+    );
     Ok((q(0.5), q(0.99)))
 }
 
@@ -571,7 +600,13 @@ fn journeys_rss(cluster: &Mock<'_>, devices: usize) {
         for (t, p) in admin_topics {
             cluster.create_topic(t, p, 1)?;
         }
-        for t in [&s.topics.actions, &s.topics.invalid_actions, &s.topics.dlq, &s.topics.config, &s.topics.promo_codes] {
+        for t in [
+            &s.topics.actions,
+            &s.topics.invalid_actions,
+            &s.topics.dlq,
+            &s.topics.config,
+            &s.topics.promo_codes,
+        ] {
             cluster.create_topic(t, 1, 1)?;
         }
         let w = workload::generate(7, 10, 10);
@@ -605,7 +640,9 @@ fn journeys_rss(cluster: &Mock<'_>, devices: usize) {
                         .create()?;
                     let mut sum = 0;
                     for p in 0..parts {
-                        sum += c.fetch_watermarks(&s.topics.clicks, p, Duration::from_secs(10))?.1;
+                        sum += c
+                            .fetch_watermarks(&s.topics.clicks, p, Duration::from_secs(10))?
+                            .1;
                     }
                     sum
                 };
@@ -623,7 +660,13 @@ fn journeys_rss(cluster: &Mock<'_>, devices: usize) {
                         .committed_offsets(tpl, Duration::from_secs(10))?
                         .elements()
                         .iter()
-                        .map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 })
+                        .map(|e| {
+                            if let Offset::Offset(o) = e.offset() {
+                                o
+                            } else {
+                                0
+                            }
+                        })
                         .sum();
                     if got >= end {
                         break;
@@ -669,7 +712,9 @@ fn passthrough() {
         .set("fetch.wait.max.ms", var("ATTRIB_KAFKA_FETCH_WAIT_MAX_MS"))
         .create()
         .expect("consumer");
-    consumer.subscribe(&[&clicks, &conversions]).expect("subscribe");
+    consumer
+        .subscribe(&[&clicks, &conversions])
+        .expect("subscribe");
     let mut pc = ClientConfig::new();
     pc.set("bootstrap.servers", &brokers)
         .set("enable.idempotence", "true")
@@ -680,7 +725,9 @@ fn passthrough() {
     let producer: ThreadedProducer<DefaultProducerContext> = pc.create().expect("producer");
     let timeout = Duration::from_secs(30);
     if eos {
-        producer.init_transactions(timeout).expect("init transactions");
+        producer
+            .init_transactions(timeout)
+            .expect("init transactions");
         producer.begin_transaction().expect("begin");
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -710,7 +757,8 @@ fn passthrough() {
         if last.elapsed() >= Duration::from_millis(COMMIT_INTERVAL_MS) && !offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for ((t, p), o) in offsets.drain() {
-                tpl.add_partition_offset(&t, p, Offset::Offset(o)).expect("offset");
+                tpl.add_partition_offset(&t, p, Offset::Offset(o))
+                    .expect("offset");
             }
             if eos {
                 let gm = consumer.group_metadata().expect("group metadata");

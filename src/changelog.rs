@@ -424,7 +424,12 @@ mod tests {
         use E::*;
         // At-least-once writes have no markers; a compacted log keeps only the last marker.
         let a9 = id(1, 9);
-        let log = [W("k", Some("v1")), W("j", Some("x")), W("k", Some("v2")), End(a9, 99)];
+        let log = [
+            W("k", Some("v1")),
+            W("j", Some("x")),
+            W("k", Some("v2")),
+            End(a9, 99),
+        ];
         let (s, dropped) = restore(&log, Some(a9));
         assert_eq!(journeys(&s), kv(&[("j", "x"), ("k", "v2")]));
         assert_eq!(s.meta.unwrap().stream_time, 99);

@@ -12,6 +12,7 @@
 //! committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
 //! from the changelog before its partition is processed.
 
+use crate::changelog::{Marker, RestoreSink, SegmentId};
 use crate::codec::{Encoded, OutputTopic};
 use crate::http::{HttpState, JourneyLookup};
 use crate::journey::Journey;
@@ -20,7 +21,6 @@ use crate::processor::{DlqRecord, InRecord, OutRecord, Processor};
 use crate::records::InputTopic;
 use crate::replay::now_ms;
 use crate::settings::{Guarantee, Settings};
-use crate::changelog::{Marker, RestoreSink, SegmentId};
 use crate::store::{JourneyStore, META_CHANGELOG_KEY, PartitionMeta, RocksStore, StateWrite};
 use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -969,7 +969,10 @@ impl Worker {
     }
 
     fn commit_at_least_once(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<()> {
-        let producer = self.shared.as_ref().expect("at_least_once has a shared producer");
+        let producer = self
+            .shared
+            .as_ref()
+            .expect("at_least_once has a shared producer");
         producer
             .flush(KAFKA_TIMEOUT)
             .context("cannot flush outputs")?;
@@ -1201,22 +1204,21 @@ impl Worker {
             .collect();
         let settings = &self.settings;
         let errors = &self.delivery_errors;
-        let started: Vec<(i32, Result<ThreadedProducer<ProducerCtx>>)> =
-            std::thread::scope(|s| {
-                let running: Vec<_> = new
-                    .iter()
-                    .map(|&p| (p, s.spawn(move || start_task(settings, p, errors.clone()))))
-                    .collect();
-                running
-                    .into_iter()
-                    .map(|(p, h)| {
-                        let r = h
-                            .join()
-                            .unwrap_or_else(|_| Err(anyhow!("task start panicked")));
-                        (p, r)
-                    })
-                    .collect()
-            });
+        let started: Vec<(i32, Result<ThreadedProducer<ProducerCtx>>)> = std::thread::scope(|s| {
+            let running: Vec<_> = new
+                .iter()
+                .map(|&p| (p, s.spawn(move || start_task(settings, p, errors.clone()))))
+                .collect();
+            running
+                .into_iter()
+                .map(|(p, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("task start panicked")));
+                    (p, r)
+                })
+                .collect()
+        });
         for (p, r) in started {
             let producer = r?;
             self.tasks.insert(
@@ -1242,8 +1244,8 @@ fn start_task(
     delivery_errors: Arc<AtomicU64>,
 ) -> Result<ThreadedProducer<ProducerCtx>> {
     let id = task_transactional_id(s, partition);
-    let producer: ThreadedProducer<ProducerCtx> = producer_config(s, Some(&id))
-        .create_with_context(ProducerCtx { delivery_errors })?;
+    let producer: ThreadedProducer<ProducerCtx> =
+        producer_config(s, Some(&id)).create_with_context(ProducerCtx { delivery_errors })?;
     producer
         .init_transactions(KAFKA_TIMEOUT)
         .with_context(|| format!("cannot initialise transactions for {id}"))?;
@@ -1264,8 +1266,7 @@ impl Worker {
         for p in partitions {
             self.processor.store_mut().drop_partition(*p)?;
         }
-        let mut restores: HashMap<i32, (crate::changelog::Restore, PartitionMeta)> =
-            HashMap::new();
+        let mut restores: HashMap<i32, (crate::changelog::Restore, PartitionMeta)> = HashMap::new();
         let assignments: Vec<(String, i32)> = partitions
             .iter()
             .map(|p| (self.changelog.clone(), *p))

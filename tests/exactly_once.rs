@@ -439,7 +439,10 @@ fn kafka_output(s: &Settings) -> BTreeMap<String, usize> {
 /// The committed output as Kafka's `read_committed` defines it, computed from the transaction
 /// markers nisshi stored (tests/reference/committed_view.py).
 fn committed_output(s: &Settings, broker: &SqliteBroker) -> BTreeMap<String, usize> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/committed_view.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/committed_view.py"
+    );
     let out = Command::new("python3")
         .arg(script)
         .arg(broker.db())
