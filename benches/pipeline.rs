@@ -66,38 +66,31 @@ fn main() {
     let mut rows = Vec::new();
     let cluster = MockCluster::new(1).expect("mock cluster");
     let mock = cluster.bootstrap_servers();
-    let n_mock = env_usize("ATTRIB_BENCH_RECORDS_MOCK", 200_000);
-    for g in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
-        for system in [System::PassThrough, System::Attrib] {
-            rows.push(run_case(
-                "mock",
-                &mock,
-                Some(&cluster),
-                g,
-                system,
-                n_mock,
-                PARTITIONS_MOCK,
-            ));
-        }
+    let nisshi = std::env::var("ATTRIB_BENCH_NISSHI").unwrap_or_default();
+    let mut brokers = vec![(
+        "mock",
+        mock.as_str(),
+        Some(&cluster),
+        env_usize("ATTRIB_BENCH_RECORDS_MOCK", 200_000),
+        PARTITIONS_MOCK,
+    )];
+    if nisshi.is_empty() {
+        eprintln!("nisshi: skipped (scripts/bench-pipeline starts one)");
+    } else {
+        brokers.push((
+            "nisshi",
+            nisshi.as_str(),
+            None,
+            env_usize("ATTRIB_BENCH_RECORDS_NISSHI", 100_000),
+            PARTITIONS_NISSHI,
+        ));
     }
-    match std::env::var("ATTRIB_BENCH_NISSHI") {
-        Ok(nisshi) if !nisshi.is_empty() => {
-            let n = env_usize("ATTRIB_BENCH_RECORDS_NISSHI", 100_000);
-            for g in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
-                for system in [System::PassThrough, System::Attrib] {
-                    rows.push(run_case(
-                        "nisshi",
-                        &nisshi,
-                        None,
-                        g,
-                        system,
-                        n,
-                        PARTITIONS_NISSHI,
-                    ));
-                }
+    for (name, addr, mock, n, parts) in brokers {
+        for g in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
+            for system in [System::PassThrough, System::Attrib] {
+                rows.push(run_case(name, addr, mock, g, system, n, parts));
             }
         }
-        _ => eprintln!("nisshi: skipped (scripts/bench-pipeline starts one)"),
     }
     println!();
     println!(
@@ -614,6 +607,7 @@ fn journeys_rss(cluster: &Mock<'_>, devices: usize) {
         let state = tempfile::tempdir()?;
         let child = start(&s, System::Attrib, state.path())?;
         let pid = child.id();
+        let reader = group_reader(&s)?;
         let started = Instant::now();
         let chunk = 100_000;
         let mut sent = 0;
@@ -634,46 +628,8 @@ fn journeys_rss(cluster: &Mock<'_>, devices: usize) {
                     .collect();
                 produce(&s, &clicks)?;
                 sent += n;
-                let end = {
-                    let c: BaseConsumer = ClientConfig::new()
-                        .set("bootstrap.servers", &s.brokers)
-                        .create()?;
-                    let mut sum = 0;
-                    for p in 0..parts {
-                        sum += c
-                            .fetch_watermarks(&s.topics.clicks, p, Duration::from_secs(10))?
-                            .1;
-                    }
-                    sum
-                };
-                let deadline = Instant::now() + Duration::from_secs(300);
-                loop {
-                    let c: BaseConsumer = ClientConfig::new()
-                        .set("bootstrap.servers", &s.brokers)
-                        .set("group.id", &s.application_id)
-                        .create()?;
-                    let mut tpl = TopicPartitionList::new();
-                    for p in 0..parts {
-                        tpl.add_partition(&s.topics.clicks, p);
-                    }
-                    let got: i64 = c
-                        .committed_offsets(tpl, Duration::from_secs(10))?
-                        .elements()
-                        .iter()
-                        .map(|e| {
-                            if let Offset::Offset(o) = e.offset() {
-                                o
-                            } else {
-                                0
-                            }
-                        })
-                        .sum();
-                    if got >= end {
-                        break;
-                    }
-                    anyhow::ensure!(Instant::now() < deadline, "attrib committed {got} of {end}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                let end = end_offsets(&s, parts)?;
+                wait_committed(&reader, &s, parts, end, Duration::from_secs(300))?;
             }
             Ok(())
         })();

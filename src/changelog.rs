@@ -74,7 +74,6 @@ impl Marker {
 
 struct Segment {
     id: SegmentId,
-    parent: Option<SegmentId>,
     writes: Vec<StateWrite>,
     meta: Option<PartitionMeta>,
 }
@@ -142,7 +141,6 @@ impl Restore {
                 }
                 self.open = Some(Segment {
                     id,
-                    parent,
                     writes: Vec::new(),
                     meta: None,
                 });
@@ -160,7 +158,6 @@ impl Restore {
                         }
                         Segment {
                             id,
-                            parent: None,
                             writes: Vec::new(),
                             meta: Some(meta),
                         }
@@ -203,7 +200,6 @@ impl Restore {
         }
         sink.apply(&seg.writes, seg.meta.as_ref())?;
         self.applied = Some(seg.id);
-        let _ = seg.parent;
         Ok(())
     }
 

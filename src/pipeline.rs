@@ -587,6 +587,7 @@ struct Worker {
     last_sweep: Instant,
     next_sweep: i32,
     avro_out: Option<crate::avro::AvroOutput>,
+    formats: crate::codec::TopicFormats,
 }
 
 /// Produces one record, waiting while librdkafka's queue is full.
@@ -628,22 +629,34 @@ fn send(
 }
 
 impl Worker {
-    /// The producer for work of `partition`; under `exactly_once` its transaction is begun.
-    fn producer(&mut self, partition: i32) -> Result<&ThreadedProducer<ProducerCtx>> {
-        if let Some(p) = &self.shared {
-            return Ok(p);
+    /// Under `exactly_once`, begins the transaction of `partition`'s task if it is not open.
+    fn begin(&mut self, partition: i32) -> Result<()> {
+        if self.shared.is_some() {
+            return Ok(());
         }
         let task = self
             .tasks
             .get_mut(&partition)
-            .ok_or_else(|| anyhow!("partition {partition} is not assigned to this instance"))?;
+            .ok_or_else(|| not_assigned(partition))?;
         if !task.txn_open {
             task.producer
                 .begin_transaction()
                 .context("cannot begin transaction")?;
             task.txn_open = true;
         }
-        Ok(&task.producer)
+        Ok(())
+    }
+
+    /// The producer for work of `partition` (call [`Worker::begin`] first).
+    fn producer(&self, partition: i32) -> Result<&ThreadedProducer<ProducerCtx>> {
+        match &self.shared {
+            Some(p) => Ok(p),
+            None => self
+                .tasks
+                .get(&partition)
+                .map(|t| &t.producer)
+                .ok_or_else(|| not_assigned(partition)),
+        }
     }
 
     /// The input topic kind of a consumed topic's name.
@@ -665,21 +678,17 @@ impl Worker {
             key,
             value,
             headers,
-        } = crate::codec::encode(
-            o,
-            crate::codec::TopicFormats::from_settings(&self.settings),
-            self.avro_out.as_ref(),
-        )?;
+        } = crate::codec::encode(o, self.formats, self.avro_out.as_ref())?;
+        self.begin(partition)?;
         let t = &self.settings.topics;
         let name = match topic {
-            OutputTopic::Actions => t.actions.clone(),
-            OutputTopic::InvalidActions => t.invalid_actions.clone(),
-            OutputTopic::Dlq => t.dlq.clone(),
+            OutputTopic::Actions => &t.actions,
+            OutputTopic::InvalidActions => &t.invalid_actions,
+            OutputTopic::Dlq => &t.dlq,
         };
-        let producer = self.producer(partition)?;
         send(
-            producer,
-            &name,
+            self.producer(partition)?,
+            name,
             None,
             key.as_deref(),
             value.as_deref(),
@@ -688,15 +697,11 @@ impl Worker {
     }
 
     fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
-        let topic = if m.topic() == self.settings.topics.clicks {
-            InputTopic::Clicks
-        } else {
-            InputTopic::Conversions
-        };
+        let topic = self.input_topic(m.topic());
         let partition = m.partition();
         // Begins the task's transaction even when the record has no output: its offset is
         // committed in it.
-        self.producer(partition)?;
+        self.begin(partition)?;
         let rec = in_record(m, topic);
         let mut out = std::mem::take(&mut self.scratch);
         self.processor.process(&rec, now_ms(), &mut out)?;
@@ -815,12 +820,12 @@ impl Worker {
     }
 
     fn send_changelog_writes(&mut self, partition: i32, writes: &[StateWrite]) -> Result<()> {
-        let changelog = self.changelog.clone();
+        self.begin(partition)?;
         let producer = self.producer(partition)?;
         for (k, v) in writes {
             send(
                 producer,
-                &changelog,
+                &self.changelog,
                 Some(partition),
                 Some(k),
                 v.as_deref(),
@@ -831,11 +836,10 @@ impl Worker {
     }
 
     fn send_marker(&mut self, partition: i32, marker: &Marker) -> Result<()> {
-        let changelog = self.changelog.clone();
-        let producer = self.producer(partition)?;
+        self.begin(partition)?;
         send(
-            producer,
-            &changelog,
+            self.producer(partition)?,
+            &self.changelog,
             Some(partition),
             Some(META_CHANGELOG_KEY),
             Some(&marker.encode()),
@@ -903,34 +907,17 @@ impl Worker {
             let gm = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-            work.push((p, task, tpl, gm));
+            work.push((p, (task, tpl, gm)));
         }
-        let results: Vec<(i32, Result<()>)> = std::thread::scope(|s| {
-            let running: Vec<_> = work
-                .into_iter()
-                .map(|(p, task, tpl, gm)| {
-                    let h = s.spawn(move || -> Result<()> {
-                        if tpl.count() > 0 {
-                            task.producer
-                                .send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT)
-                                .context("cannot add offsets to the transaction")?;
-                        }
-                        task.producer
-                            .commit_transaction(KAFKA_TIMEOUT)
-                            .context("transaction commit failed")
-                    });
-                    (p, h)
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|(p, h)| {
-                    let r = h
-                        .join()
-                        .unwrap_or_else(|_| Err(anyhow!("commit thread panicked")));
-                    (p, r)
-                })
-                .collect()
+        let results = per_partition(work, |(task, tpl, gm)| {
+            if tpl.count() > 0 {
+                task.producer
+                    .send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT)
+                    .context("cannot add offsets to the transaction")?;
+            }
+            task.producer
+                .commit_transaction(KAFKA_TIMEOUT)
+                .context("transaction commit failed")
         });
         let m = self.handles.metrics.clone();
         let mut first_error = None;
@@ -1053,7 +1040,7 @@ impl Worker {
             return Ok(None);
         }
         debug!(partition = p, journeys = writes.len(), "retention sweep");
-        self.producer(p)?;
+        self.begin(p)?;
         Ok(Some((p, writes)))
     }
 
@@ -1204,20 +1191,8 @@ impl Worker {
             .collect();
         let settings = &self.settings;
         let errors = &self.delivery_errors;
-        let started: Vec<(i32, Result<ThreadedProducer<ProducerCtx>>)> = std::thread::scope(|s| {
-            let running: Vec<_> = new
-                .iter()
-                .map(|&p| (p, s.spawn(move || start_task(settings, p, errors.clone()))))
-                .collect();
-            running
-                .into_iter()
-                .map(|(p, h)| {
-                    let r = h
-                        .join()
-                        .unwrap_or_else(|_| Err(anyhow!("task start panicked")));
-                    (p, r)
-                })
-                .collect()
+        let started = per_partition(new.iter().map(|&p| (p, p)).collect(), |p| {
+            start_task(settings, p, errors.clone())
         });
         for (p, r) in started {
             let producer = r?;
@@ -1235,6 +1210,34 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Runs `f` for every partition's item on its own scoped thread (Kafka round trips that can
+/// overlap); results in the items' order.
+fn per_partition<T: Send, R: Send>(
+    items: Vec<(i32, T)>,
+    f: impl Fn(T) -> Result<R> + Sync,
+) -> Vec<(i32, Result<R>)> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let running: Vec<_> = items
+            .into_iter()
+            .map(|(p, item)| (p, s.spawn(move || f(item))))
+            .collect();
+        running
+            .into_iter()
+            .map(|(p, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("partition {p}: worker thread panicked")));
+                (p, r)
+            })
+            .collect()
+    })
+}
+
+fn not_assigned(partition: i32) -> anyhow::Error {
+    anyhow!("partition {partition} is not assigned to this instance")
 }
 
 /// A task's transactional producer, initialised: a previous owner is fenced from here on.
@@ -1419,6 +1422,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         last_sweep: Instant::now(),
         next_sweep: 0,
         avro_out: crate::avro::AvroOutput::from_settings(settings)?,
+        formats: crate::codec::TopicFormats::from_settings(settings),
     }));
 
     let mut table_parts = Vec::new();
