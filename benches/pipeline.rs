@@ -220,8 +220,8 @@ fn create_topics(s: &Settings, mock: Option<&Mock<'_>>, partitions: i32) -> anyh
         (&t.conversions, partitions, false),
         (&changelog, partitions, true),
         (&t.actions, partitions, false),
-        (&t.invalid_actions, 1, false),
-        (&t.dlq, 1, false),
+        (&t.invalid_actions, partitions, false),
+        (&t.dlq, partitions, false),
         (&t.config, 1, true),
         (&t.promo_codes, 1, true),
     ];

@@ -34,7 +34,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, info_span, warn};
@@ -246,6 +246,20 @@ impl ConsumerContext for LogContext {}
 
 struct ProducerCtx {
     delivery_errors: Arc<AtomicU64>,
+    /// A task producer's changelog topic, whose delivered offsets it tracks.
+    changelog: Option<Arc<str>>,
+    /// The highest changelog offset this producer has had acknowledged (`-1`: none).
+    changelog_end: AtomicI64,
+}
+
+impl ProducerCtx {
+    fn new(delivery_errors: Arc<AtomicU64>, changelog: Option<Arc<str>>) -> Self {
+        ProducerCtx {
+            delivery_errors,
+            changelog,
+            changelog_end: AtomicI64::new(-1),
+        }
+    }
 }
 
 impl ClientContext for ProducerCtx {
@@ -260,9 +274,16 @@ impl ClientContext for ProducerCtx {
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.delivery_errors.fetch_add(1, Ordering::Relaxed);
-            warn!("output record not delivered: {e}");
+        match result {
+            Err((e, _)) => {
+                self.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                warn!("output record not delivered: {e}");
+            }
+            Ok(m) => {
+                if self.changelog.as_deref() == Some(m.topic()) {
+                    self.changelog_end.fetch_max(m.offset(), Ordering::AcqRel);
+                }
+            }
         }
     }
 }
@@ -588,6 +609,55 @@ struct Worker {
     next_sweep: i32,
     avro_out: Option<crate::avro::AvroOutput>,
     formats: crate::codec::TopicFormats,
+    /// Partition counts of the output topics (actions, invalid actions, DLQ), when known.
+    out_partitions: OutPartitions,
+}
+
+/// Where a task's outputs go: task `p` writes to partition `p mod n` of each output topic,
+/// so with as many output as input partitions every output partition has one writer (one
+/// open transaction at a time) and a journey's outputs stay in order in one partition.
+#[derive(Clone, Copy, Debug, Default)]
+struct OutPartitions {
+    actions: Option<i32>,
+    invalid_actions: Option<i32>,
+    dlq: Option<i32>,
+}
+
+impl OutPartitions {
+    fn read(s: &Settings, md: &BaseConsumer<impl ConsumerContext>, inputs: usize) -> Self {
+        let count = |topic: &str| match partition_count(md, topic) {
+            Ok(n) => {
+                if n < inputs {
+                    warn!(
+                        topic,
+                        partitions = n,
+                        inputs,
+                        "output topic has fewer partitions than the input topics: tasks share its partitions (see docs/exactly-once.md)"
+                    );
+                }
+                Some(n as i32)
+            }
+            Err(e) => {
+                warn!("{e:#}; its records are partitioned by key");
+                None
+            }
+        };
+        OutPartitions {
+            actions: count(&s.topics.actions),
+            invalid_actions: count(&s.topics.invalid_actions),
+            dlq: count(&s.topics.dlq),
+        }
+    }
+
+    /// The partition of `topic` that task `task` writes to.
+    fn of(&self, topic: OutputTopic, task: i32) -> Option<i32> {
+        let n = match topic {
+            OutputTopic::Actions => self.actions,
+            OutputTopic::InvalidActions => self.invalid_actions,
+            OutputTopic::Dlq => self.dlq,
+        }?;
+        Some(task.rem_euclid(n.max(1)))
+    }
 }
 
 /// Produces one record, waiting while librdkafka's queue is full.
@@ -689,7 +759,7 @@ impl Worker {
         send(
             self.producer(partition)?,
             name,
-            None,
+            self.out_partitions.of(topic, partition),
             key.as_deref(),
             value.as_deref(),
             &headers,
@@ -907,9 +977,24 @@ impl Worker {
             let gm = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-            work.push((p, (task, tpl, gm)));
+            work.push((p, (task, tpl, gm, p)));
         }
-        let results = per_partition(work, |(task, tpl, gm)| {
+        let changelog = &self.changelog;
+        let results = per_partition(work, |(task, mut tpl, gm, p)| {
+            // The segment's `End` acknowledged, its offset is known: the group's offset on the
+            // changelog partition, committed with the inputs' offsets, says where the
+            // committed changelog ends (nisshi 0.7.0 returns no offset metadata).
+            task.producer
+                .flush(KAFKA_TIMEOUT)
+                .context("cannot flush the transaction's records")?;
+            let end = task
+                .producer
+                .context()
+                .changelog_end
+                .load(Ordering::Acquire);
+            if end >= 0 {
+                tpl.add_partition_offset(changelog, p, Offset::Offset(end + 1))?;
+            }
             if tpl.count() > 0 {
                 task.producer
                     .send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT)
@@ -1158,7 +1243,7 @@ impl Worker {
         let t = &self.settings.topics;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            for topic in [&t.clicks, &t.conversions] {
+            for topic in [&t.clicks, &t.conversions, &self.changelog] {
                 tpl.add_partition(topic, *p);
             }
         }
@@ -1168,6 +1253,12 @@ impl Worker {
         let mut out: HashMap<i32, Committed> = HashMap::new();
         for e in got.elements() {
             let p = e.partition();
+            if e.topic() == self.changelog {
+                if let Offset::Offset(o) = e.offset() {
+                    out.entry(p).or_default().changelog_end = Some(o);
+                }
+                continue;
+            }
             let next = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => reader.fetch_watermarks(e.topic(), p, KAFKA_TIMEOUT)?.0,
@@ -1247,8 +1338,11 @@ fn start_task(
     delivery_errors: Arc<AtomicU64>,
 ) -> Result<ThreadedProducer<ProducerCtx>> {
     let id = task_transactional_id(s, partition);
-    let producer: ThreadedProducer<ProducerCtx> =
-        producer_config(s, Some(&id)).create_with_context(ProducerCtx { delivery_errors })?;
+    let producer: ThreadedProducer<ProducerCtx> = producer_config(s, Some(&id))
+        .create_with_context(ProducerCtx::new(
+            delivery_errors,
+            Some(s.changelog_topic().into()),
+        ))?;
     producer
         .init_transactions(KAFKA_TIMEOUT)
         .with_context(|| format!("cannot initialise transactions for {id}"))?;
@@ -1276,7 +1370,19 @@ impl Worker {
             .collect();
         let store = self.processor.store_mut();
         let shutdown = self.handles.shutdown.clone();
+        // Only exactly_once commits changelog offsets (left over after a switch otherwise).
+        let ends: HashMap<i32, i64> = committed
+            .iter()
+            .filter(|_| self.eos)
+            .filter_map(|(p, c)| Some((*p, c.changelog_end?)))
+            .collect();
         read_to_end(reader, &assignments, &shutdown, |m| {
+            if ends
+                .get(&m.partition())
+                .is_some_and(|end| m.offset() >= *end)
+            {
+                return Ok(());
+            }
             records += 1;
             let (restore, meta) = restores.entry(m.partition()).or_default();
             let mut sink = Sink {
@@ -1292,8 +1398,12 @@ impl Worker {
                 partition: p,
                 meta: &mut meta,
             };
-            let (_, dropped) =
-                restore.finish(committed.get(&p).and_then(|c| c.segment), &mut sink)?;
+            // Read up to the committed end, the last segment read is the committed one.
+            let last = committed
+                .get(&p)
+                .filter(|c| c.changelog_end.is_none())
+                .and_then(|c| c.segment);
+            let (_, dropped) = restore.finish(last, &mut sink)?;
             // Metadata alone (no journey written after it) still has to reach the store.
             sink.apply(&[], None)?;
             if dropped > 0 {
@@ -1313,6 +1423,9 @@ impl Worker {
 struct Committed {
     positions: Vec<(String, i64)>,
     segment: Option<SegmentId>,
+    /// Where the committed changelog of the partition ends (exclusive), when known: records
+    /// from there on belong to transactions that did not commit.
+    changelog_end: Option<i64>,
 }
 
 /// Applies restored changelog records to one partition of the store.
@@ -1389,9 +1502,8 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         None
     } else {
         Some(
-            producer_config(settings, None).create_with_context(ProducerCtx {
-                delivery_errors: delivery_errors.clone(),
-            })?,
+            producer_config(settings, None)
+                .create_with_context(ProducerCtx::new(delivery_errors.clone(), None))?,
         )
     };
     let worker = Arc::new(Mutex::new(Worker {
@@ -1423,6 +1535,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         next_sweep: 0,
         avro_out: crate::avro::AvroOutput::from_settings(settings)?,
         formats: crate::codec::TopicFormats::from_settings(settings),
+        out_partitions: OutPartitions::read(settings, &tables, clicks_partitions),
     }));
 
     let mut table_parts = Vec::new();

@@ -72,8 +72,8 @@ pub fn topics_of(s: &Settings, partitions: i32) -> Vec<(String, i32)> {
         (t.promo_codes.clone(), 1),
         (t.config.clone(), 1),
         (t.actions.clone(), partitions),
-        (t.invalid_actions.clone(), 1),
-        (t.dlq.clone(), 1),
+        (t.invalid_actions.clone(), partitions),
+        (t.dlq.clone(), partitions),
     ]
 }
 
