@@ -660,6 +660,23 @@ impl OutPartitions {
     }
 }
 
+/// Waits until every record sent is acknowledged (or failed). rdkafka's `flush` on a
+/// `ThreadedProducer` sleeps in steps of 100 ms, because its background thread takes the
+/// delivery events that `flush` polls for; this checks the queue every 200 µs instead.
+fn flush(producer: &ThreadedProducer<ProducerCtx>, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            bail!(
+                "{} records not acknowledged within {timeout:?}",
+                producer.in_flight_count()
+            );
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
 /// Produces one record, waiting while librdkafka's queue is full.
 fn send(
     producer: &ThreadedProducer<ProducerCtx>,
@@ -984,8 +1001,7 @@ impl Worker {
             // The segment's `End` acknowledged, its offset is known: the group's offset on the
             // changelog partition, committed with the inputs' offsets, says where the
             // committed changelog ends (nisshi 0.7.0 returns no offset metadata).
-            task.producer
-                .flush(KAFKA_TIMEOUT)
+            flush(&task.producer, KAFKA_TIMEOUT)
                 .context("cannot flush the transaction's records")?;
             let end = task
                 .producer
@@ -1045,9 +1061,7 @@ impl Worker {
             .shared
             .as_ref()
             .expect("at_least_once has a shared producer");
-        producer
-            .flush(KAFKA_TIMEOUT)
-            .context("cannot flush outputs")?;
+        flush(producer, KAFKA_TIMEOUT).context("cannot flush outputs")?;
         let errors = self.delivery_errors.swap(0, Ordering::AcqRel);
         if errors > 0 {
             bail!("{errors} output records were not delivered");
