@@ -475,8 +475,7 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for t in out_topics {
-        let n = if *t == s.topics.actions { parts } else { 1 };
-        for p in 0..n {
+        for p in 0..parts {
             let (_, hi) = consumer.fetch_watermarks(t, p, Duration::from_secs(10))?;
             tpl.add_partition_offset(t, p, Offset::Offset(hi))?;
         }

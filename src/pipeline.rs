@@ -1622,6 +1622,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         }
         let mut w = worker.lock().expect("worker lock");
         w.commit(&consumer)?;
+        w.processor.store().persist()?;
         // Record where local state equals the changelog, so the next start can skip restores.
         let mut marks = HashMap::new();
         for p in w.owned.clone() {

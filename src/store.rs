@@ -52,6 +52,10 @@ pub trait JourneyStore: Send {
     fn usage(&self) -> (u64, f64) {
         (0, 0.0)
     }
+    /// Makes every write so far durable (before a clean shutdown is recorded).
+    fn persist(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn journey_key(partition: i32, key: &[u8]) -> Vec<u8> {
@@ -195,9 +199,16 @@ impl JourneyStore for RocksStore {
             }
         }
         batch.put(meta_key(partition), meta.encode());
+        // No write-ahead log: local state is a cache of the changelog, trusted after a crash
+        // only if a clean shutdown persisted it (`persist`); otherwise it is restored.
         let mut wo = rocksdb::WriteOptions::default();
-        wo.disable_wal(false);
+        wo.disable_wal(true);
         self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    fn persist(&self) -> Result<()> {
+        self.db.flush().context("cannot flush RocksDB")?;
         Ok(())
     }
 
