@@ -14,7 +14,7 @@
 //! mock cluster, at_least_once) and reports its peak RSS.
 //!
 //! Settings: `ATTRIB_BENCH_NISSHI` (a broker address; set by scripts/bench-pipeline),
-//! `ATTRIB_BENCH_RECORDS_MOCK` (default 200000), `ATTRIB_BENCH_RECORDS_NISSHI` (100000),
+//! `ATTRIB_BENCH_RECORDS_MOCK` (default 1000000), `ATTRIB_BENCH_RECORDS_NISSHI` (500000),
 //! `ATTRIB_BENCH_JOURNEYS` (1000000, 0 to skip).
 
 use attrib::settings::{Guarantee, Settings};
@@ -71,7 +71,7 @@ fn main() {
         "mock",
         mock.as_str(),
         Some(&cluster),
-        env_usize("ATTRIB_BENCH_RECORDS_MOCK", 200_000),
+        env_usize("ATTRIB_BENCH_RECORDS_MOCK", 1_000_000),
         PARTITIONS_MOCK,
     )];
     if nisshi.is_empty() {
@@ -81,7 +81,7 @@ fn main() {
             "nisshi",
             nisshi.as_str(),
             None,
-            env_usize("ATTRIB_BENCH_RECORDS_NISSHI", 100_000),
+            env_usize("ATTRIB_BENCH_RECORDS_NISSHI", 500_000),
             PARTITIONS_NISSHI,
         ));
     }
