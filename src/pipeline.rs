@@ -994,10 +994,10 @@ impl Worker {
             let gm = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-            work.push((p, (task, tpl, gm, p)));
+            work.push((p, (task, tpl, gm)));
         }
         let changelog = &self.changelog;
-        let results = per_partition(work, |(task, mut tpl, gm, p)| {
+        let results = per_partition(work, |p, (task, mut tpl, gm)| {
             // The segment's `End` acknowledged, its offset is known: the group's offset on the
             // changelog partition, committed with the inputs' offsets, says where the
             // committed changelog ends (nisshi 0.7.0 returns no offset metadata).
@@ -1257,8 +1257,13 @@ impl Worker {
         let t = &self.settings.topics;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            for topic in [&t.clicks, &t.conversions, &self.changelog] {
+            for topic in [&t.clicks, &t.conversions] {
                 tpl.add_partition(topic, *p);
+            }
+            // Only exactly_once commits an offset on the changelog (one left over from a run
+            // under exactly_once must not cut an at_least_once restore short).
+            if self.eos {
+                tpl.add_partition(&self.changelog, *p);
             }
         }
         let got = group
@@ -1296,7 +1301,7 @@ impl Worker {
             .collect();
         let settings = &self.settings;
         let errors = &self.delivery_errors;
-        let started = per_partition(new.iter().map(|&p| (p, p)).collect(), |p| {
+        let started = per_partition(new.iter().map(|&p| (p, ())).collect(), |p, ()| {
             start_task(settings, p, errors.clone())
         });
         for (p, r) in started {
@@ -1321,13 +1326,13 @@ impl Worker {
 /// overlap); results in the items' order.
 fn per_partition<T: Send, R: Send>(
     items: Vec<(i32, T)>,
-    f: impl Fn(T) -> Result<R> + Sync,
+    f: impl Fn(i32, T) -> Result<R> + Sync,
 ) -> Vec<(i32, Result<R>)> {
     let f = &f;
     std::thread::scope(|s| {
         let running: Vec<_> = items
             .into_iter()
-            .map(|(p, item)| (p, s.spawn(move || f(item))))
+            .map(|(p, item)| (p, s.spawn(move || f(p, item))))
             .collect();
         running
             .into_iter()
@@ -1384,10 +1389,8 @@ impl Worker {
             .collect();
         let store = self.processor.store_mut();
         let shutdown = self.handles.shutdown.clone();
-        // Only exactly_once commits changelog offsets (left over after a switch otherwise).
         let ends: HashMap<i32, i64> = committed
             .iter()
-            .filter(|_| self.eos)
             .filter_map(|(p, c)| Some((*p, c.changelog_end?)))
             .collect();
         read_to_end(reader, &assignments, &shutdown, |m| {
