@@ -15,7 +15,8 @@
 //!
 //! Settings: `ATTRIB_BENCH_NISSHI` (a broker address; set by scripts/bench-pipeline),
 //! `ATTRIB_BENCH_RECORDS_MOCK` (default 1000000), `ATTRIB_BENCH_RECORDS_NISSHI` (500000),
-//! `ATTRIB_BENCH_JOURNEYS` (1000000, 0 to skip).
+//! `ATTRIB_BENCH_JOURNEYS` (1000000, 0 to skip), `ATTRIB_BENCH_CASES` (comma-separated
+//! `broker/guarantee/system` prefixes to run, e.g. `nisshi/exactly_once`; all by default).
 
 use attrib::settings::{Guarantee, Settings};
 use attrib::workload::{self, GenRecord};
@@ -85,9 +86,15 @@ fn main() {
             PARTITIONS_NISSHI,
         ));
     }
+    let cases = std::env::var("ATTRIB_BENCH_CASES").unwrap_or_default();
+    let wanted = |id: &str| cases.is_empty() || cases.split(',').any(|c| id.starts_with(c.trim()));
     for (name, addr, mock, n, parts) in brokers {
         for g in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
             for system in [System::PassThrough, System::Attrib] {
+                let id = format!("{name}/{}/{}", guarantee_name(g), system.name());
+                if !wanted(&id) {
+                    continue;
+                }
                 rows.push(run_case(name, addr, mock, g, system, n, parts));
             }
         }
@@ -112,6 +119,22 @@ enum System {
     PassThrough,
 }
 
+fn guarantee_name(g: Guarantee) -> &'static str {
+    match g {
+        Guarantee::AtLeastOnce => "at_least_once",
+        Guarantee::ExactlyOnce => "exactly_once",
+    }
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Attrib => "attrib",
+            System::PassThrough => "pass-through",
+        }
+    }
+}
+
 struct Row {
     broker: &'static str,
     guarantee: Guarantee,
@@ -122,14 +145,7 @@ struct Row {
 
 impl std::fmt::Display for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let g = match self.guarantee {
-            Guarantee::AtLeastOnce => "at_least_once",
-            Guarantee::ExactlyOnce => "exactly_once",
-        };
-        let s = match self.system {
-            System::Attrib => "attrib",
-            System::PassThrough => "pass-through",
-        };
+        let (g, s) = (guarantee_name(self.guarantee), self.system.name());
         match &self.result {
             Ok(x) => write!(
                 f,
@@ -256,10 +272,7 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let g = match s.processing_guarantee {
-        Guarantee::AtLeastOnce => "at_least_once",
-        Guarantee::ExactlyOnce => "exactly_once",
-    };
+    let g = guarantee_name(s.processing_guarantee);
     let t = &s.topics;
     let env = [
         ("ATTRIB_BROKERS", s.brokers.clone()),

@@ -250,6 +250,10 @@ struct ProducerCtx {
     changelog: Option<Arc<str>>,
     /// The highest changelog offset this producer has had acknowledged (`-1`: none).
     changelog_end: AtomicI64,
+    /// Changelog records acknowledged without an offset since the last look: librdkafka
+    /// reports a retried send that the broker had already stored (`DUPLICATE_SEQUENCE_NUMBER`,
+    /// e.g. across a broker restart) as delivered at offset -1, so `changelog_end` is stale.
+    changelog_unknown: AtomicU64,
 }
 
 impl ProducerCtx {
@@ -258,6 +262,7 @@ impl ProducerCtx {
             delivery_errors,
             changelog,
             changelog_end: AtomicI64::new(-1),
+            changelog_unknown: AtomicU64::new(0),
         }
     }
 }
@@ -281,7 +286,11 @@ impl ProducerContext for ProducerCtx {
             }
             Ok(m) => {
                 if self.changelog.as_deref() == Some(m.topic()) {
-                    self.changelog_end.fetch_max(m.offset(), Ordering::AcqRel);
+                    if m.offset() >= 0 {
+                        self.changelog_end.fetch_max(m.offset(), Ordering::AcqRel);
+                    } else {
+                        self.changelog_unknown.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
             }
         }
@@ -677,6 +686,29 @@ fn flush(producer: &ThreadedProducer<ProducerCtx>, timeout: Duration) -> Result<
     Ok(())
 }
 
+/// The offset of the last changelog record a task's producer wrote, once they are all
+/// acknowledged. From the delivery reports, unless one came without an offset: then the
+/// partition's log end (uncommitted records included), which is one past the task's `End`
+/// marker as the task is the partition's only writer and has not committed yet.
+fn changelog_end(s: &Settings, changelog: &str, partition: i32, ctx: &ProducerCtx) -> Result<i64> {
+    if ctx.changelog_unknown.swap(0, Ordering::AcqRel) == 0 {
+        return Ok(ctx.changelog_end.load(Ordering::Acquire));
+    }
+    let mut c = reader_config(s, "restore");
+    c.set("isolation.level", "read_uncommitted");
+    let reader: BaseConsumer<LogContext> = c.create_with_context(LogContext)?;
+    let (_, hi) = reader
+        .fetch_watermarks(changelog, partition, KAFKA_TIMEOUT)
+        .context("cannot read the changelog's end")?;
+    warn!(
+        partition,
+        end = hi,
+        "changelog records acknowledged without offsets (a retried send); using the log end"
+    );
+    ctx.changelog_end.fetch_max(hi - 1, Ordering::AcqRel);
+    Ok(hi - 1)
+}
+
 /// Produces one record, waiting while librdkafka's queue is full.
 fn send(
     producer: &ThreadedProducer<ProducerCtx>,
@@ -996,18 +1028,14 @@ impl Worker {
                 .ok_or_else(|| anyhow!("no consumer group metadata"))?;
             work.push((p, (task, tpl, gm)));
         }
-        let changelog = &self.changelog;
+        let (changelog, settings) = (&self.changelog, &self.settings);
         let results = per_partition(work, |p, (task, mut tpl, gm)| {
             // The segment's `End` acknowledged, its offset is known: the group's offset on the
             // changelog partition, committed with the inputs' offsets, says where the
             // committed changelog ends (nisshi 0.7.0 returns no offset metadata).
             flush(&task.producer, KAFKA_TIMEOUT)
                 .context("cannot flush the transaction's records")?;
-            let end = task
-                .producer
-                .context()
-                .changelog_end
-                .load(Ordering::Acquire);
+            let end = changelog_end(settings, changelog, p, task.producer.context())?;
             if end >= 0 {
                 tpl.add_partition_offset(changelog, p, Offset::Offset(end + 1))?;
             }
