@@ -16,7 +16,9 @@
 //! Settings: `ATTRIB_BENCH_NISSHI` (a broker address; set by scripts/bench-pipeline),
 //! `ATTRIB_BENCH_RECORDS_MOCK` (default 1000000), `ATTRIB_BENCH_RECORDS_NISSHI` (500000),
 //! `ATTRIB_BENCH_JOURNEYS` (1000000, 0 to skip), `ATTRIB_BENCH_CASES` (comma-separated
-//! `broker/guarantee/system` prefixes to run, e.g. `nisshi/exactly_once`; all by default).
+//! `broker/guarantee/system` prefixes to run, e.g. `nisshi/exactly_once`; all by default),
+//! `ATTRIB_BENCH_RATES` (further steady rates to measure latency at, records/s, comma-separated;
+//! printed in a second table).
 
 use attrib::settings::{Guarantee, Settings};
 use attrib::workload::{self, GenRecord};
@@ -48,6 +50,8 @@ struct Figures {
     /// (p50, p99) in ms.
     half: (f64, f64),
     low: (f64, f64),
+    /// (rate, (p50, p99)) at the `ATTRIB_BENCH_RATES`.
+    sweep: Vec<(f64, (f64, f64))>,
     rss: f64,
 }
 
@@ -107,6 +111,21 @@ fn main() {
     for r in &rows {
         println!("{r}");
     }
+    if !extra_rates().is_empty() {
+        println!();
+        println!("| broker | guarantee | system | records/s | p50 ms | p99 ms |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for r in &rows {
+            for (rate, (p50, p99)) in r.result.iter().flat_map(|f| &f.sweep) {
+                println!(
+                    "| {} | {} | {} | {rate:.0} | {p50:.0} | {p99:.0} |",
+                    r.broker,
+                    guarantee_name(r.guarantee),
+                    r.system.name()
+                );
+            }
+        }
+    }
     let journeys = env_usize("ATTRIB_BENCH_JOURNEYS", 1_000_000);
     if journeys > 0 {
         journeys_rss(&cluster, journeys);
@@ -117,6 +136,14 @@ fn main() {
 enum System {
     Attrib,
     PassThrough,
+}
+
+fn extra_rates() -> Vec<f64> {
+    std::env::var("ATTRIB_BENCH_RATES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect()
 }
 
 fn guarantee_name(g: Guarantee) -> &'static str {
@@ -464,10 +491,15 @@ fn case(
         );
         let half = latency(&s, system, (rate / 2.0).max(100.0), parts)?;
         let low = latency(&s, system, LOW_RATE, parts)?;
+        let mut sweep = Vec::new();
+        for r in extra_rates() {
+            sweep.push((r, latency(&s, system, r, parts)?));
+        }
         Ok(Figures {
             rate,
             half,
             low,
+            sweep,
             rss: peak_rss_mib(pid),
         })
     })();

@@ -7,9 +7,11 @@
 //! producer (`<application_id>-task-<partition>`). Per commit interval, one transaction per
 //! task carries the outputs, the changed journeys (a segment of the compacted changelog
 //! `<application_id>-journeys-changelog`, see [`crate::changelog`]) and the input offsets; the
-//! tasks commit in parallel. RocksDB is written after the commit, so local state never runs
-//! ahead of what Kafka committed. Under `at_least_once` the outputs are flushed, then offsets
-//! committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
+//! tasks commit in parallel, on threads of their own, while the processing thread goes on with
+//! the next batch (outputs of a task whose commit is running wait for it). RocksDB gets a
+//! batch's journeys when its commit starts; a failed commit restarts the pipeline, which never
+//! trusts local state after a restart. Under `at_least_once` the outputs are flushed, then
+//! offsets committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
 //! from the changelog before its partition is processed.
 
 use crate::changelog::{Marker, RestoreSink, SegmentId};
@@ -26,7 +28,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -331,7 +335,7 @@ impl ConsumerContext for ConsumerCtx {
             let result = if lost {
                 w.abort_all()
             } else {
-                w.commit(consumer)
+                w.commit_and_wait(consumer)
             };
             if let Err(e) = result {
                 w.failed.get_or_insert(e);
@@ -565,8 +569,15 @@ fn read_to_end(
 /// and the broker never times transactions out. This is Kafka Streams' per-task model
 /// (`exactly_once`, before `exactly_once_v2`); see docs/exactly-once.md.
 struct Task {
-    producer: ThreadedProducer<ProducerCtx>,
+    producer: Arc<ThreadedProducer<ProducerCtx>>,
     txn_open: bool,
+    /// The previous transaction is being committed in the background: work of the partition
+    /// waits in `deferred` for the next one (a producer has one transaction at a time).
+    committing: bool,
+    /// Records were processed while committing: the next transaction begins once it is done.
+    deferred_begin: bool,
+    /// Outputs of those records, sent when the next transaction begins.
+    deferred: Vec<Encoded>,
     /// Names this producer's changelog segments.
     token: u64,
     seq: u64,
@@ -620,6 +631,22 @@ struct Worker {
     formats: crate::codec::TopicFormats,
     /// Partition counts of the output topics (actions, invalid actions, DLQ), when known.
     out_partitions: OutPartitions,
+    /// The `exactly_once` commit running in the background, if any.
+    in_flight: Option<InFlight>,
+}
+
+/// The tasks' commits of one batch, each on its own thread, while the processing thread goes
+/// on with the next batch.
+struct InFlight {
+    started: Instant,
+    jobs: Vec<CommitJob>,
+}
+
+struct CommitJob {
+    partition: i32,
+    /// The input positions the transaction commits.
+    positions: Vec<(String, i64)>,
+    handle: std::thread::JoinHandle<Result<()>>,
 }
 
 /// Where a task's outputs go: task `p` writes to partition `p mod n` of each output topic,
@@ -757,6 +784,10 @@ impl Worker {
             .tasks
             .get_mut(&partition)
             .ok_or_else(|| not_assigned(partition))?;
+        if task.committing {
+            task.deferred_begin = true;
+            return Ok(());
+        }
         if !task.txn_open {
             task.producer
                 .begin_transaction()
@@ -773,7 +804,7 @@ impl Worker {
             None => self
                 .tasks
                 .get(&partition)
-                .map(|t| &t.producer)
+                .map(|t| &*t.producer)
                 .ok_or_else(|| not_assigned(partition)),
         }
     }
@@ -799,6 +830,26 @@ impl Worker {
             headers,
         } = crate::codec::encode(o, self.formats, self.avro_out.as_ref())?;
         self.begin(partition)?;
+        if let Some(task) = self.tasks.get_mut(&partition).filter(|t| t.committing) {
+            task.deferred.push(Encoded {
+                topic,
+                key,
+                value,
+                headers,
+            });
+            return Ok(());
+        }
+        self.send_encoded(partition, topic, key.as_deref(), value.as_deref(), &headers)
+    }
+
+    fn send_encoded(
+        &self,
+        partition: i32,
+        topic: OutputTopic,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, String)],
+    ) -> Result<()> {
         let t = &self.settings.topics;
         let name = match topic {
             OutputTopic::Actions => &t.actions,
@@ -809,9 +860,9 @@ impl Worker {
             self.producer(partition)?,
             name,
             self.out_partitions.of(topic, partition),
-            key.as_deref(),
-            value.as_deref(),
-            &headers,
+            key,
+            value,
+            headers,
         )
     }
 
@@ -906,9 +957,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Commits outputs, state and offsets together: one transaction per task with work, the
-    /// tasks' commits in parallel.
+    /// Commits outputs, state and offsets together: one transaction per task with work. Under
+    /// `exactly_once` the tasks' commits run in the background while processing goes on (see
+    /// [`InFlight`]); the previous batch's commit is finished first.
     fn commit(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<()> {
+        self.finish_in_flight()?;
         self.report_table_rejects()?;
         if self.processed == 0 && !self.txn_open() && self.processor.pending() == 0 {
             return Ok(());
@@ -933,9 +986,16 @@ impl Worker {
             }
             self.commit_at_least_once(consumer)?;
             self.processor.apply_writes(&writes)?;
+            self.commit_done(started);
         }
-        self.after_commit(started);
+        self.after_commit();
         Ok(())
+    }
+
+    /// Commits and waits until the commit has ended (revocation, shutdown).
+    fn commit_and_wait(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<()> {
+        self.commit(consumer)?;
+        self.finish_in_flight()
     }
 
     fn send_changelog_writes(&mut self, partition: i32, writes: &[StateWrite]) -> Result<()> {
@@ -967,8 +1027,11 @@ impl Worker {
     }
 
     /// Per task with work: a changelog segment (`Begin`, journeys, `End` with the metadata),
-    /// the input offsets named after the segment, and the commit; the tasks commit in parallel.
-    /// Local RocksDB is written only for the tasks whose commit succeeded.
+    /// the input offsets named after the segment, and the commit, which runs on a thread of
+    /// its own (flush, offsets, `EndTxn`: round trips) while this thread goes on. Local RocksDB
+    /// gets the batch's journeys now, as the next batch reads them; should a commit fail, the
+    /// pipeline restarts and every partition is restored from the changelog (a restart never
+    /// trusts local state: the clean-shutdown marker is read once per process).
     fn commit_tasks(
         &mut self,
         consumer: &BaseConsumer<ConsumerCtx>,
@@ -1005,6 +1068,8 @@ impl Worker {
                 },
             )?;
         }
+        // What each commit needs, gathered before any starts (a failure here leaves every
+        // transaction open, to be aborted).
         let mut work = Vec::new();
         for (&p, task) in &self.tasks {
             if !task.txn_open {
@@ -1012,12 +1077,15 @@ impl Worker {
             }
             let id = task.next_segment();
             let mut tpl = TopicPartitionList::new();
+            let mut positions = Vec::new();
             for (topic, position) in &task.positions {
-                let next = self
-                    .offsets
-                    .get(&(self.input_topic(topic), p))
-                    .copied()
-                    .unwrap_or(*position);
+                let kind = if *topic == self.settings.topics.clicks {
+                    InputTopic::Clicks
+                } else {
+                    InputTopic::Conversions
+                };
+                let next = self.offsets.get(&(kind, p)).copied().unwrap_or(*position);
+                positions.push((topic.clone(), next));
                 tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
                 if let Some(mut e) = tpl.find_partition(topic, p) {
                     e.set_metadata(id.to_string());
@@ -1026,62 +1094,102 @@ impl Worker {
             let gm = consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-            work.push((p, (task, tpl, gm)));
+            work.push((p, tpl, positions, gm));
         }
-        let (changelog, settings) = (&self.changelog, &self.settings);
-        let results = per_partition(work, |p, (task, mut tpl, gm)| {
-            // The segment's `End` acknowledged, its offset is known: the group's offset on the
-            // changelog partition, committed with the inputs' offsets, says where the
-            // committed changelog ends (nisshi 0.7.0 returns no offset metadata).
-            flush(&task.producer, KAFKA_TIMEOUT)
-                .context("cannot flush the transaction's records")?;
-            let end = changelog_end(settings, changelog, p, task.producer.context())?;
-            if end >= 0 {
-                tpl.add_partition_offset(changelog, p, Offset::Offset(end + 1))?;
-            }
-            if tpl.count() > 0 {
-                task.producer
-                    .send_offsets_to_transaction(&tpl, &gm, KAFKA_TIMEOUT)
-                    .context("cannot add offsets to the transaction")?;
-            }
-            task.producer
-                .commit_transaction(KAFKA_TIMEOUT)
-                .context("transaction commit failed")
+        let mut jobs = Vec::new();
+        for (p, tpl, positions, gm) in work {
+            let task = self.tasks.get_mut(&p).expect("task gathered above");
+            task.txn_open = false;
+            task.committing = true;
+            let producer = task.producer.clone();
+            let (settings, changelog) = (self.settings.clone(), self.changelog.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("attrib-commit-{p}"))
+                .spawn(move || {
+                    commit_task(&settings, &changelog, p, &producer, tpl, &gm)
+                        .with_context(|| format!("partition {p}"))
+                })?;
+            jobs.push(CommitJob {
+                partition: p,
+                positions,
+                handle,
+            });
+        }
+        self.processor.apply_writes(&writes)?;
+        self.in_flight = Some(InFlight {
+            started: Instant::now(),
+            jobs,
         });
+        Ok(())
+    }
+
+    /// Whether the background commit has ended (or there is none running).
+    fn in_flight_done(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_none_or(|f| f.jobs.iter().all(|j| j.handle.is_finished()))
+    }
+
+    /// Waits for the background commit; on success the tasks go on with the work that waited
+    /// for it. A failed commit aborts its transaction and fails the pipeline (which restarts
+    /// from the committed state; other tasks may have committed).
+    fn finish_in_flight(&mut self) -> Result<()> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
         let m = self.handles.metrics.clone();
         let mut first_error = None;
-        for (p, r) in results {
-            let task = self.tasks.get_mut(&p).expect("task of a result");
-            task.txn_open = false;
+        for job in f.jobs {
+            let r = job
+                .handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("partition {}: commit panicked", job.partition)));
+            let Some(task) = self.tasks.get_mut(&job.partition) else {
+                continue;
+            };
+            task.committing = false;
             match r {
                 Ok(()) => {
                     m.transactions.with_label_values(&["commit"]).inc();
                     task.head = Some(task.next_segment());
                     task.seq += 1;
-                    for (topic, position) in task.positions.iter_mut() {
-                        let kind = if *topic == self.settings.topics.clicks {
-                            InputTopic::Clicks
-                        } else {
-                            InputTopic::Conversions
-                        };
-                        if let Some(next) = self.offsets.get(&(kind, p)) {
-                            *position = *next;
-                        }
-                    }
+                    task.positions = job.positions;
                 }
                 Err(e) => {
                     m.transactions.with_label_values(&["abort"]).inc();
                     let _ = task.producer.abort_transaction(KAFKA_TIMEOUT);
-                    first_error.get_or_insert(e.context(format!("partition {p}")));
+                    task.deferred.clear();
+                    task.deferred_begin = false;
+                    first_error.get_or_insert(e);
                 }
             }
         }
         if let Some(e) = first_error {
-            // Other tasks may have committed: the pipeline restarts and local state is rebuilt
-            // from the changelog.
             return Err(e);
         }
-        self.processor.apply_writes(&writes)
+        self.commit_done(f.started);
+        // Work that came in meanwhile: its transaction begins now.
+        let waiting: Vec<i32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.deferred_begin || !t.deferred.is_empty())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in waiting {
+            let task = self.tasks.get_mut(&p).expect("task of a waiting partition");
+            task.deferred_begin = false;
+            let mut deferred = std::mem::take(&mut task.deferred);
+            self.begin(p)?;
+            for e in &deferred {
+                self.send_encoded(p, e.topic, e.key.as_deref(), e.value.as_deref(), &e.headers)?;
+            }
+            // The buffer keeps its capacity for the next commit.
+            deferred.clear();
+            if let Some(task) = self.tasks.get_mut(&p) {
+                task.deferred = deferred;
+            }
+        }
+        Ok(())
     }
 
     fn commit_at_least_once(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<()> {
@@ -1115,8 +1223,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Metrics and batch bookkeeping after a successful commit.
-    fn after_commit(&mut self, started: Instant) {
+    /// A commit has ended (successfully).
+    fn commit_done(&mut self, started: Instant) {
+        self.handles
+            .metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.handles.commits.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Metrics and batch bookkeeping once a batch is committed or handed to the background
+    /// commit: what follows is the next batch.
+    fn after_commit(&mut self) {
         let m = &self.handles.metrics;
         if self.last_usage.elapsed() > Duration::from_secs(5) {
             self.last_usage = Instant::now();
@@ -1126,7 +1244,6 @@ impl Worker {
             m.rocksdb_live.set(live as i64);
             m.block_cache_hit.set(hit);
         }
-        m.commit_duration.observe(started.elapsed().as_secs_f64());
         m.batch_duration
             .observe(self.batch_started.elapsed().as_secs_f64());
         m.record_stats(&std::mem::take(&mut self.processor.stats));
@@ -1144,7 +1261,6 @@ impl Worker {
         self.offsets.clear();
         self.processed = 0;
         self.batch_started = Instant::now();
-        self.handles.commits.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Retention for journeys no record touches: once a minute, one owned partition is swept
@@ -1173,7 +1289,17 @@ impl Worker {
 
     /// Aborts every open transaction.
     fn abort_open(&mut self) {
+        // A background commit ends first (its outcome does not matter any more: the
+        // pipeline restarts from whatever committed).
+        if let Some(f) = self.in_flight.take() {
+            for job in f.jobs {
+                let _ = job.handle.join();
+            }
+        }
         for task in self.tasks.values_mut() {
+            task.committing = false;
+            task.deferred.clear();
+            task.deferred_begin = false;
             if task.txn_open {
                 task.txn_open = false;
                 self.handles
@@ -1337,8 +1463,11 @@ impl Worker {
             self.tasks.insert(
                 p,
                 Task {
-                    producer,
+                    producer: Arc::new(producer),
                     txn_open: false,
+                    committing: false,
+                    deferred_begin: false,
+                    deferred: Vec::new(),
                     token: rand::random(),
                     seq: 0,
                     head: None,
@@ -1348,6 +1477,34 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// One task's commit: waits until its records are acknowledged, adds the input offsets and
+/// the changelog end to the transaction, and commits it.
+fn commit_task(
+    s: &Settings,
+    changelog: &str,
+    p: i32,
+    producer: &ThreadedProducer<ProducerCtx>,
+    mut tpl: TopicPartitionList,
+    gm: &ConsumerGroupMetadata,
+) -> Result<()> {
+    // The segment's `End` acknowledged, its offset is known: the group's offset on the
+    // changelog partition, committed with the inputs' offsets, says where the committed
+    // changelog ends (nisshi 0.7.0 returns no offset metadata).
+    flush(producer, KAFKA_TIMEOUT).context("cannot flush the transaction's records")?;
+    let end = changelog_end(s, changelog, p, producer.context())?;
+    if end >= 0 {
+        tpl.add_partition_offset(changelog, p, Offset::Offset(end + 1))?;
+    }
+    if tpl.count() > 0 {
+        producer
+            .send_offsets_to_transaction(&tpl, gm, KAFKA_TIMEOUT)
+            .context("cannot add offsets to the transaction")?;
+    }
+    producer
+        .commit_transaction(KAFKA_TIMEOUT)
+        .context("transaction commit failed")
 }
 
 /// Runs `f` for every partition's item on its own scoped thread (Kafka round trips that can
@@ -1581,6 +1738,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         avro_out: crate::avro::AvroOutput::from_settings(settings)?,
         formats: crate::codec::TopicFormats::from_settings(settings),
         out_partitions: OutPartitions::read(settings, &tables, clicks_partitions),
+        in_flight: None,
     }));
 
     let mut table_parts = Vec::new();
@@ -1649,10 +1807,13 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             if last_commit.elapsed() >= interval || w.processed >= settings.max_batch_records {
                 w.commit(&consumer)?;
                 last_commit = Instant::now();
+            } else if w.in_flight.is_some() && w.in_flight_done() {
+                // The background commit has ended: the work that waited for it goes out now.
+                w.finish_in_flight()?;
             }
         }
         let mut w = worker.lock().expect("worker lock");
-        w.commit(&consumer)?;
+        w.commit_and_wait(&consumer)?;
         w.processor.store().persist()?;
         // Record where local state equals the changelog, so the next start can skip restores.
         let mut marks = HashMap::new();
