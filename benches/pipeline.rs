@@ -43,7 +43,6 @@ const COMMIT_INTERVAL_MS: u64 = 100;
 /// A second latency measurement at a rate every case sustains, so that the figure shows the
 /// pipeline's own delay rather than the queue of a saturated machine.
 const LOW_RATE: f64 = 1000.0;
-const FETCH_WAIT_MS: u64 = 10;
 
 struct Figures {
     rate: f64,
@@ -136,6 +135,11 @@ fn main() {
 enum System {
     Attrib,
     PassThrough,
+}
+
+/// `fetch.wait.max.ms` of every consumer in the bench (`ATTRIB_BENCH_FETCH_WAIT_MS`, 10).
+fn fetch_wait_ms() -> u64 {
+    env_usize("ATTRIB_BENCH_FETCH_WAIT_MS", 10) as u64
 }
 
 fn extra_rates() -> Vec<f64> {
@@ -321,7 +325,10 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
         // The mock cluster (and nisshi) answer an empty fetch only after fetch.wait.max.ms
         // (librdkafka's default 500 ms) even when records arrive meanwhile; Kafka answers as
         // soon as they do.
-        ("ATTRIB_KAFKA_FETCH_WAIT_MAX_MS", FETCH_WAIT_MS.to_string()),
+        (
+            "ATTRIB_KAFKA_FETCH_WAIT_MAX_MS",
+            fetch_wait_ms().to_string(),
+        ),
     ];
     let mut cmd = match system {
         System::Attrib => {
@@ -481,7 +488,7 @@ fn case(
     let state = tempfile::tempdir()?;
     let child = start(&s, system, state.path())?;
     let pid = child.id();
-    let measured = (|| {
+    let measured = (|| -> anyhow::Result<(f64, f64)> {
         let (t0, n0, t1) = wait_committed(&reader, &s, parts, total, Duration::from_secs(600))?;
         let secs = (t1 - t0).as_secs_f64().max(0.001);
         let rate = (total - n0) as f64 / secs;
@@ -489,22 +496,46 @@ fn case(
             "   {} records in {secs:.2} s: {rate:.0} records/s",
             total - n0
         );
-        let half = latency(&s, system, (rate / 2.0).max(100.0), parts)?;
-        let low = latency(&s, system, LOW_RATE, parts)?;
-        let mut sweep = Vec::new();
-        for r in extra_rates() {
-            sweep.push((r, latency(&s, system, r, parts)?));
-        }
-        Ok(Figures {
-            rate,
-            half,
-            low,
-            sweep,
-            rss: peak_rss_mib(pid),
-        })
+        Ok((rate, peak_rss_mib(pid)))
     })();
     stop(child);
-    measured
+    let (rate, rss) = measured?;
+    let fresh = |r: f64| latency_case(brokers, mock, g, system, r, parts);
+    let half = fresh((rate / 2.0).max(100.0))?;
+    let low = fresh(LOW_RATE)?;
+    let mut sweep = Vec::new();
+    for r in extra_rates() {
+        sweep.push((r, fresh(r)?));
+    }
+    Ok(Figures {
+        rate,
+        half,
+        low,
+        sweep,
+        rss,
+    })
+}
+
+/// A latency measurement on fresh topics with a freshly started system: the brokers' fetch
+/// cost grows with the batches a partition holds (librdkafka's mock cluster looks a fetch
+/// offset up by walking every stored batch), so a measurement after others on the same
+/// topics would measure the broker's history.
+fn latency_case(
+    brokers: &str,
+    mock: Option<&Mock<'_>>,
+    g: Guarantee,
+    system: System,
+    rate: f64,
+    parts: i32,
+) -> anyhow::Result<(f64, f64)> {
+    let s = settings_for(brokers, g);
+    create_topics(&s, mock, parts)?;
+    produce(&s, &workload::generate(7, 10, 10).tables)?;
+    let state = tempfile::tempdir()?;
+    let child = start(&s, system, state.path())?;
+    let result = latency(&s, system, rate, parts);
+    stop(child);
+    result
 }
 
 /// A steady stream at `rate` records/s (90 % clicks, 10 % conversions) for a few seconds;
@@ -514,7 +545,7 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
     let consumer: BaseConsumer<DefaultConsumerContext> = ClientConfig::new()
         .set("bootstrap.servers", &s.brokers)
         .set("group.id", format!("{}-latency", s.application_id))
-        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
+        .set("fetch.wait.max.ms", fetch_wait_ms().to_string())
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .create()?;
@@ -526,24 +557,34 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
         }
     }
     consumer.assign(&tpl)?;
+    warm_up(s, &consumer)?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let seconds = 5.0;
+    // Fresh devices and orders in every phase (a repeated order id would be a duplicate).
+    static PHASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let phase = PHASES.fetch_add(1, Ordering::Relaxed);
+    let seconds = env_usize("ATTRIB_BENCH_LATENCY_SECONDS", 5) as f64;
     let count = (rate * seconds) as usize;
     let producer_thread = {
         let (sent, s) = (sent.clone(), s.clone());
         std::thread::spawn(move || -> anyhow::Result<usize> {
             let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
                 .set("bootstrap.servers", &s.brokers)
-                .set("linger.ms", "1")
+                // librdkafka's default: at 1 ms the generator's many small produce requests
+                // alone kept nisshi busy (120 % CPU at 5,000 records/s).
+                .set("linger.ms", "5")
                 .create()?;
             let start = Instant::now();
             let mut measured = 0;
             for i in 0..count {
+                // Paced per millisecond: a sleep per record (tens of microseconds at these
+                // rates) wakes late and lets librdkafka's queue of the generator itself lag.
                 let due = start + Duration::from_secs_f64(i as f64 / rate);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                if let Some(wait) = due.checked_duration_since(Instant::now())
+                    && wait >= Duration::from_millis(1)
+                {
                     std::thread::sleep(wait);
                 }
-                let key = format!("lat-{i}");
+                let key = format!("lat-{phase}-{i}");
                 let conversion = i % 10 == 9;
                 let (topic, value) = if conversion {
                     (
@@ -613,6 +654,15 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
             latencies.len()
         );
     }
+    if std::env::var("ATTRIB_BENCH_DEBUG").is_ok() {
+        let n = latencies.len();
+        for k in 0..10 {
+            let part = &latencies[k * n / 10..(k + 1) * n / 10];
+            let avg = part.iter().sum::<f64>() / part.len().max(1) as f64;
+            eprint!(" {avg:.0}");
+        }
+        eprintln!(" (mean ms by tenth, in order received)");
+    }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let q = |f: f64| latencies[((latencies.len() - 1) as f64 * f).round() as usize];
     eprintln!(
@@ -621,6 +671,42 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
         q(0.99)
     );
     Ok((q(0.5), q(0.99)))
+}
+
+/// Waits until the system answers (started, partitions assigned, tables read): a conversion
+/// and its output, which the reader then skips.
+fn warm_up(s: &Settings, reader: &BaseConsumer<DefaultConsumerContext>) -> anyhow::Result<()> {
+    let key = "warm-up";
+    let value = format!(
+        r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"{key}","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}","order_subtotal":"10.00"}}"#
+    );
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut next_send = Instant::now();
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the system did not answer within 120 s"
+        );
+        if Instant::now() >= next_send {
+            let rec = BaseRecord::to(&s.topics.conversions)
+                .key(key)
+                .payload(&value);
+            producer.send(rec).map_err(|(e, _)| e)?;
+            producer.flush(Duration::from_secs(10))?;
+            next_send = Instant::now() + Duration::from_secs(5);
+        }
+        if let Some(m) = reader.poll(Duration::from_millis(50)) {
+            m?;
+            // Whatever else the warm-up left comes within a moment.
+            while let Some(m) = reader.poll(Duration::from_millis(200)) {
+                m?;
+            }
+            return Ok(());
+        }
+    }
 }
 
 /// One click on each of `devices` devices through attrib (mock, at_least_once), fed in chunks

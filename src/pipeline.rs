@@ -11,8 +11,8 @@
 //! the next batch (outputs of a task whose commit is running wait for it). RocksDB gets a
 //! batch's journeys when its commit starts; a failed commit restarts the pipeline, which never
 //! trusts local state after a restart. Under `at_least_once` the outputs are flushed, then
-//! offsets committed. Any error restarts the pipeline; local state that cannot be trusted is rebuilt
-//! from the changelog before its partition is processed.
+//! offsets committed. Any error restarts the pipeline; local state that cannot be trusted is
+//! rebuilt from the changelog before its partition is processed.
 
 use crate::changelog::{Marker, RestoreSink, SegmentId};
 use crate::codec::{Encoded, OutputTopic};
