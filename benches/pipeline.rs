@@ -559,9 +559,6 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
     consumer.assign(&tpl)?;
     warm_up(s, &consumer)?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    // Fresh devices and orders in every phase (a repeated order id would be a duplicate).
-    static PHASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let phase = PHASES.fetch_add(1, Ordering::Relaxed);
     let seconds = env_usize("ATTRIB_BENCH_LATENCY_SECONDS", 5) as f64;
     let count = (rate * seconds) as usize;
     let producer_thread = {
@@ -576,23 +573,17 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
             let start = Instant::now();
             let mut measured = 0;
             for i in 0..count {
-                // Paced per millisecond: a sleep per record (tens of microseconds at these
-                // rates) wakes late and lets librdkafka's queue of the generator itself lag.
+                // Paced per millisecond (a sleep of tens of microseconds overshoots).
                 let due = start + Duration::from_secs_f64(i as f64 / rate);
                 if let Some(wait) = due.checked_duration_since(Instant::now())
                     && wait >= Duration::from_millis(1)
                 {
                     std::thread::sleep(wait);
                 }
-                let key = format!("lat-{phase}-{i}");
+                let key = format!("lat-{i}");
                 let conversion = i % 10 == 9;
                 let (topic, value) = if conversion {
-                    (
-                        &s.topics.conversions,
-                        format!(
-                            r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"{key}","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}","order_subtotal":"10.00"}}"#
-                        ),
-                    )
+                    (&s.topics.conversions, conversion_json(&key))
                 } else {
                     (
                         &s.topics.clicks,
@@ -673,16 +664,21 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
     Ok((q(0.5), q(0.99)))
 }
 
+/// A sale of 10.00 by the device `key`, order id `key`.
+fn conversion_json(key: &str) -> String {
+    format!(
+        r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"{key}","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}","order_subtotal":"10.00"}}"#
+    )
+}
+
 /// Waits until the system answers (started, partitions assigned, tables read): a conversion
 /// and its output, which the reader then skips.
 fn warm_up(s: &Settings, reader: &BaseConsumer<DefaultConsumerContext>) -> anyhow::Result<()> {
-    let key = "warm-up";
-    let value = format!(
-        r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"{key}","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}","order_subtotal":"10.00"}}"#
-    );
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &s.brokers)
-        .create()?;
+    let warm = GenRecord {
+        topic: attrib::records::InputTopic::Conversions,
+        key: Some("warm-up".into()),
+        value: Some(conversion_json("warm-up")),
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut next_send = Instant::now();
     loop {
@@ -691,11 +687,7 @@ fn warm_up(s: &Settings, reader: &BaseConsumer<DefaultConsumerContext>) -> anyho
             "the system did not answer within 120 s"
         );
         if Instant::now() >= next_send {
-            let rec = BaseRecord::to(&s.topics.conversions)
-                .key(key)
-                .payload(&value);
-            producer.send(rec).map_err(|(e, _)| e)?;
-            producer.flush(Duration::from_secs(10))?;
+            produce(s, std::slice::from_ref(&warm))?;
             next_send = Instant::now() + Duration::from_secs(5);
         }
         if let Some(m) = reader.poll(Duration::from_millis(50)) {

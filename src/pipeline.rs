@@ -1079,11 +1079,7 @@ impl Worker {
             let mut tpl = TopicPartitionList::new();
             let mut positions = Vec::new();
             for (topic, position) in &task.positions {
-                let kind = if *topic == self.settings.topics.clicks {
-                    InputTopic::Clicks
-                } else {
-                    InputTopic::Conversions
-                };
+                let kind = self.input_topic(topic);
                 let next = self.offsets.get(&(kind, p)).copied().unwrap_or(*position);
                 positions.push((topic.clone(), next));
                 tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
@@ -1123,11 +1119,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Whether the background commit has ended (or there is none running).
-    fn in_flight_done(&self) -> bool {
+    /// Whether a background commit has ended and waits to be finished.
+    fn in_flight_ended(&self) -> bool {
         self.in_flight
             .as_ref()
-            .is_none_or(|f| f.jobs.iter().all(|j| j.handle.is_finished()))
+            .is_some_and(|f| f.jobs.iter().all(|j| j.handle.is_finished()))
     }
 
     /// Waits for the background commit; on success the tasks go on with the work that waited
@@ -1172,7 +1168,7 @@ impl Worker {
         let waiting: Vec<i32> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.deferred_begin || !t.deferred.is_empty())
+            .filter(|(_, t)| t.deferred_begin)
             .map(|(p, _)| *p)
             .collect();
         for p in waiting {
@@ -1807,7 +1803,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             if last_commit.elapsed() >= interval || w.processed >= settings.max_batch_records {
                 w.commit(&consumer)?;
                 last_commit = Instant::now();
-            } else if w.in_flight.is_some() && w.in_flight_done() {
+            } else if w.in_flight_ended() {
                 // The background commit has ended: the work that waited for it goes out now.
                 w.finish_in_flight()?;
             }

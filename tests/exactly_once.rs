@@ -873,11 +873,13 @@ impl AckLosingProxy {
                 std::thread::spawn(move || {
                     while let Some(frame) = read_frame(&mut c_in) {
                         // Request header: api_key i16, version i16, correlation i32, client_id.
-                        let api_key = i16::from_be_bytes([frame[4], frame[5]]);
-                        let len = i16::from_be_bytes([frame[12], frame[13]]).max(0) as usize;
-                        let id = &frame[14..(14 + len).min(frame.len())];
-                        if api_key == 0 && id.windows(client.len()).any(|w| w == client) {
-                            p1.store(true, Ordering::Release);
+                        if frame.len() >= 14 {
+                            let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+                            let len = i16::from_be_bytes([frame[12], frame[13]]).max(0) as usize;
+                            let id = &frame[14..(14 + len).min(frame.len())];
+                            if api_key == 0 && id.windows(client.len()).any(|w| w == client) {
+                                p1.store(true, Ordering::Release);
+                            }
                         }
                         if std::io::Write::write_all(&mut u_out, &frame).is_err() {
                             break;
@@ -920,7 +922,7 @@ fn read_frame(r: &mut impl std::io::Read) -> Option<Vec<u8>> {
     let mut frame = vec![0u8; 4 + n];
     frame[..4].copy_from_slice(&size);
     r.read_exact(&mut frame[4..]).ok()?;
-    (frame.len() >= 14).then_some(frame)
+    Some(frame)
 }
 
 /// Acknowledgements of attrib's writes are lost and its sends repeated: librdkafka reports the
