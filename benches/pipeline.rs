@@ -1,24 +1,52 @@
 //! End-to-end benchmark of `attrib run` against a pass-through baseline (issue 5).
 //!
-//! `cargo bench --bench pipeline` runs on librdkafka's mock cluster; `scripts/bench-pipeline`
-//! also starts nisshi and runs the same cases on it. For each broker, guarantee and system
-//! (attrib, or a pass-through that consumes and re-produces every record with no state), in a
-//! fresh set of topics:
-//! - **records/s**: the input is written first, then the system is started as a child process;
-//!   the rate is measured between its first and its last offset commit;
-//! - **p50/p99 latency**: then a steady stream at half that rate for a few seconds, each record
-//!   timed from its write to the moment a `read_committed` consumer receives its output;
-//! - **peak RSS** of the child (`VmHWM`).
+//! How to run:
+//! - `scripts/bench-pipeline` (arguments go to `cargo bench`): starts a single Apache Kafka 4.1.1
+//!   node with `scripts/kafka` (installed on first use), runs every case on librdkafka's mock
+//!   cluster and on Kafka, and stops the broker on exit.
+//! - `cargo bench --bench pipeline`: the mock cluster only (no `ATTRIB_BENCH_KAFKA`).
+//! - A few cases: `ATTRIB_BENCH_CASES=kafka ATTRIB_BENCH_JOURNEYS=0 scripts/bench-pipeline`.
 //!
-//! A last case fills attrib with 1,000,000 journeys (one click on each of 1,000,000 devices,
-//! mock cluster, at_least_once) and reports its peak RSS.
+//! For each broker (`mock`: the mock cluster, 16 input partitions; `kafka`: 4), guarantee
+//! (at_least_once, exactly_once) and system (attrib, or a pass-through that consumes and
+//! re-produces every record with no state, under exactly_once in one transaction per commit
+//! interval), in a fresh set of topics:
+//! - **records/s**: the input (the demo workload: 90 % clicks, then conversions and changes) is
+//!   written first, then the system is started as a child process; the rate is measured between
+//!   its first and its last offset commit;
+//! - **p50/p99 latency** at half that rate, then at 1,000 records/s (and at `ATTRIB_BENCH_RATES`),
+//!   each on fresh topics with a freshly started system: a steady stream for
+//!   `ATTRIB_BENCH_LATENCY_SECONDS`, each record timed from its write to the moment a
+//!   `read_committed` consumer receives its output. The generator writes **both** input topics
+//!   (90 % clicks, 10 % conversions, keys spread over all partitions). The pass-through is timed
+//!   on every record, attrib on its conversions (one action each); attrib hands a task's
+//!   clicks and conversions out in record-timestamp order, so a conversion waits until a later
+//!   click of its partition has been fetched, or at most `input_grace_ms` (250 ms by default)
+//!   when the clicks partition is read to its end. That wait is part of attrib's figure: on
+//!   average about the gap between two clicks of a partition, at 1,000 records/s 4 ms over
+//!   Kafka's 4 partitions and 18 ms over the mock's 16. `ATTRIB_INPUT_GRACE_MS=0
+//!   scripts/bench-pipeline` measures without the grace (the children inherit the environment);
+//! - **peak RSS** of the child (`VmHWM`) during the records/s run.
 //!
-//! Settings: `ATTRIB_BENCH_NISSHI` (a broker address; set by scripts/bench-pipeline),
-//! `ATTRIB_BENCH_RECORDS_MOCK` (default 1000000), `ATTRIB_BENCH_RECORDS_NISSHI` (500000),
-//! `ATTRIB_BENCH_JOURNEYS` (1000000, 0 to skip), `ATTRIB_BENCH_CASES` (comma-separated
-//! `broker/guarantee/system` prefixes to run, e.g. `nisshi/exactly_once`; all by default),
-//! `ATTRIB_BENCH_RATES` (further steady rates to measure latency at, records/s, comma-separated;
-//! printed in a second table).
+//! The mock cluster accepts transactions but never commits their offsets, so its exactly_once
+//! cases print "n/a". A last case fills attrib with 1,000,000 journeys (one click on each of
+//! 1,000,000 devices, mock cluster, at_least_once) and reports its peak RSS.
+//!
+//! Settings (environment):
+//! - `ATTRIB_BENCH_KAFKA`: a Kafka broker address, set by scripts/bench-pipeline; the kafka
+//!   cases are skipped without it;
+//! - `ATTRIB_BENCH_RECORDS_MOCK` (default 1000000), `ATTRIB_BENCH_RECORDS_KAFKA` (500000):
+//!   records in the records/s run (with too few, all are committed at once and the row fails);
+//! - `ATTRIB_BENCH_JOURNEYS` (1000000, 0 to skip the journeys case);
+//! - `ATTRIB_BENCH_CASES`: comma-separated `broker/guarantee/system` prefixes to run, e.g.
+//!   `kafka`, `kafka/exactly_once`, `mock/at_least_once/attrib`; all by default;
+//! - `ATTRIB_BENCH_RATES`: further steady rates to measure latency at, records/s,
+//!   comma-separated; printed in a second table;
+//! - `ATTRIB_BENCH_LATENCY_SECONDS` (5): length of each latency measurement;
+//! - `ATTRIB_BENCH_FETCH_WAIT_MS` (10): `fetch.wait.max.ms` of every consumer (attrib's, the
+//!   pass-through's, the latency reader's);
+//! - `ATTRIB_BENCH_DEBUG=1`: each latency measurement's mean by tenth, in order received (a
+//!   rising series means the system falls behind).
 
 use attrib::settings::{Guarantee, Settings};
 use attrib::workload::{self, GenRecord};
@@ -36,9 +64,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Input partitions: the mock keeps only about 5 MB per partition, so it gets more.
+/// Input partitions: the mock keeps only about 5 MB per partition, so it gets more. Kafka gets
+/// 4: under exactly_once attrib commits one transaction per task, and 2 cores run the broker too.
 const PARTITIONS_MOCK: i32 = 16;
-const PARTITIONS_NISSHI: i32 = 4;
+const PARTITIONS_KAFKA: i32 = 4;
 const COMMIT_INTERVAL_MS: u64 = 100;
 /// A second latency measurement at a rate every case sustains, so that the figure shows the
 /// pipeline's own delay rather than the queue of a saturated machine.
@@ -70,7 +99,7 @@ fn main() {
     let mut rows = Vec::new();
     let cluster = MockCluster::new(1).expect("mock cluster");
     let mock = cluster.bootstrap_servers();
-    let nisshi = std::env::var("ATTRIB_BENCH_NISSHI").unwrap_or_default();
+    let kafka = std::env::var("ATTRIB_BENCH_KAFKA").unwrap_or_default();
     let mut brokers = vec![(
         "mock",
         mock.as_str(),
@@ -78,15 +107,15 @@ fn main() {
         env_usize("ATTRIB_BENCH_RECORDS_MOCK", 1_000_000),
         PARTITIONS_MOCK,
     )];
-    if nisshi.is_empty() {
-        eprintln!("nisshi: skipped (scripts/bench-pipeline starts one)");
+    if kafka.is_empty() {
+        eprintln!("kafka: skipped (no ATTRIB_BENCH_KAFKA; scripts/bench-pipeline starts a broker)");
     } else {
         brokers.push((
-            "nisshi",
-            nisshi.as_str(),
+            "kafka",
+            kafka.as_str(),
             None,
-            env_usize("ATTRIB_BENCH_RECORDS_NISSHI", 500_000),
-            PARTITIONS_NISSHI,
+            env_usize("ATTRIB_BENCH_RECORDS_KAFKA", 500_000),
+            PARTITIONS_KAFKA,
         ));
     }
     let cases = std::env::var("ATTRIB_BENCH_CASES").unwrap_or_default();
@@ -109,6 +138,18 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!("{r}");
+    }
+    if rows.iter().any(|r| r.system == System::Attrib) {
+        let grace = std::env::var("ATTRIB_INPUT_GRACE_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(Settings::default().input_grace_ms);
+        println!();
+        println!(
+            "Latency: the generator writes both input topics (90 % clicks, 10 % conversions, over all partitions); \
+             attrib is timed on its conversions, which wait for a later click of their partition, or at most \
+             input_grace_ms ({grace} ms here) when that partition is read to its end."
+        );
     }
     if !extra_rates().is_empty() {
         println!();
@@ -295,7 +336,57 @@ fn create_topics(s: &Settings, mock: Option<&Mock<'_>>, partitions: i32) -> anyh
     for r in futures::executor::block_on(admin.create_topics(&new, &AdminOptions::new()))? {
         r.map_err(|(t, e)| anyhow::anyhow!("cannot create {t}: {e}"))?;
     }
+    // Kafka answers CreateTopics once the controller has recorded them; the broker takes the
+    // partitions' leadership a moment later (until then: NOT_LEADER_OR_FOLLOWER).
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (n, p, _) in spec {
+        for p in 0..p {
+            while let Err(e) = c.fetch_watermarks(n, p, Duration::from_secs(10)) {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{n} [{p}] has no leader after 30 s: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Deletes a measurement's topics on Kafka once it is done, so that a run does not pile up
+/// hundreds of partitions and gigabytes of logs on the broker (the mock cluster's go with it).
+fn drop_topics(s: &Settings, mock: Option<&Mock<'_>>) {
+    if mock.is_some() {
+        return;
+    }
+    let t = &s.topics;
+    let changelog = s.changelog_topic();
+    let names = [
+        t.clicks.as_str(),
+        &t.conversions,
+        &changelog,
+        &t.actions,
+        &t.invalid_actions,
+        &t.dlq,
+        &t.config,
+        &t.promo_codes,
+    ];
+    let result = (|| -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &s.brokers)
+            .create()?;
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for r in futures::executor::block_on(admin.delete_topics(&names, &opts))? {
+            r.map_err(|(t, e)| anyhow::anyhow!("{t}: {e}"))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!("   cannot delete the topics: {e}");
+    }
 }
 
 /// Starts `attrib run` or the pass-through as a child process.
@@ -322,9 +413,10 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
         ("ATTRIB_TOPIC_INVALID_ACTIONS", t.invalid_actions.clone()),
         ("ATTRIB_TOPIC_DLQ", t.dlq.clone()),
         ("ATTRIB_METRICS_PORT", port.to_string()),
-        // The mock cluster (and nisshi) answer an empty fetch only after fetch.wait.max.ms
-        // (librdkafka's default 500 ms) even when records arrive meanwhile; Kafka answers as
-        // soon as they do.
+        // The mock cluster answers an empty fetch only after fetch.wait.max.ms (librdkafka's
+        // default 500 ms) even when records arrive meanwhile; Kafka answers as soon as they
+        // do, and after fetch.wait.max.ms when none do. One short wait on every broker keeps
+        // the figures comparable.
         (
             "ATTRIB_KAFKA_FETCH_WAIT_MAX_MS",
             fetch_wait_ms().to_string(),
@@ -352,8 +444,39 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
     Ok(cmd.spawn()?)
 }
 
+/// Writes `records` in order, stamped with the wall clock at the write (librdkafka's
+/// `CreateTime`), like the latency generator. Not `attrib::demo::produce`: it gives every record
+/// a distinct millisecond, so writing faster than 1,000 records/s puts timestamps in the future
+/// (about 500 s ahead after 500,000 records, and more with each case of the process), which attrib
+/// holds for `input_grace_ms` in its timestamp order. The order still holds here: every click is
+/// written before every conversion, and attrib takes the click on a tie.
 fn produce(s: &Settings, records: &[GenRecord]) -> anyhow::Result<()> {
-    attrib::demo::produce(&s.brokers, s, records)
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    for r in records {
+        let mut rec: BaseRecord<'_, str, str> =
+            BaseRecord::to(attrib::demo::topic_name(s, r.topic));
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v);
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
 }
 
 /// A client that reads the consumer group's committed offsets (kept for the whole case, so
@@ -490,6 +613,10 @@ fn case(
     let pid = child.id();
     let measured = (|| -> anyhow::Result<(f64, f64)> {
         let (t0, n0, t1) = wait_committed(&reader, &s, parts, total, Duration::from_secs(600))?;
+        anyhow::ensure!(
+            n0 < total,
+            "all {total} records were committed at the first commit seen: too few for a rate"
+        );
         let secs = (t1 - t0).as_secs_f64().max(0.001);
         let rate = (total - n0) as f64 / secs;
         eprintln!(
@@ -499,6 +626,7 @@ fn case(
         Ok((rate, peak_rss_mib(pid)))
     })();
     stop(child);
+    drop_topics(&s, mock);
     let (rate, rss) = measured?;
     let fresh = |r: f64| latency_case(brokers, mock, g, system, r, parts);
     let half = fresh((rate / 2.0).max(100.0))?;
@@ -516,10 +644,11 @@ fn case(
     })
 }
 
-/// A latency measurement on fresh topics with a freshly started system: the brokers' fetch
-/// cost grows with the batches a partition holds (librdkafka's mock cluster looks a fetch
-/// offset up by walking every stored batch), so a measurement after others on the same
-/// topics would measure the broker's history.
+/// A latency measurement on fresh topics with a freshly started system: the mock cluster's
+/// fetch cost grows with the batches a partition holds (it looks a fetch offset up by walking
+/// every stored batch), so a measurement after others on the same topics would measure the
+/// broker's history. Kafka indexes offsets, but gets the same fresh start, so that the brokers'
+/// figures compare.
 fn latency_case(
     brokers: &str,
     mock: Option<&Mock<'_>>,
@@ -535,6 +664,7 @@ fn latency_case(
     let child = start(&s, system, state.path())?;
     let result = latency(&s, system, rate, parts);
     stop(child);
+    drop_topics(&s, mock);
     result
 }
 
@@ -566,8 +696,7 @@ fn latency(s: &Settings, system: System, rate: f64, parts: i32) -> anyhow::Resul
         std::thread::spawn(move || -> anyhow::Result<usize> {
             let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
                 .set("bootstrap.servers", &s.brokers)
-                // librdkafka's default: at 1 ms the generator's many small produce requests
-                // alone kept nisshi busy (120 % CPU at 5,000 records/s).
+                // librdkafka's default (part of every latency figure).
                 .set("linger.ms", "5")
                 .create()?;
             let start = Instant::now();

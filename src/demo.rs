@@ -21,16 +21,35 @@ use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 8;
 
-/// Writes generated records to their topics.
+/// The next record timestamp of this process: the wall clock, but always above the previous
+/// one, so that the timestamp order of everything [`produce`] writes is its production order
+/// (attrib merges a task's partitions by timestamp, clicks first on ties).
+pub fn next_timestamp() -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = crate::replay::now_ms();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let ts = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, ts, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return ts,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Writes generated records to their topics, in order, each with a distinct timestamp
+/// ([`next_timestamp`]).
 pub fn produce(brokers: &str, settings: &Settings, records: &[GenRecord]) -> Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
+        // Retries across a leader change must not write a record twice.
+        .set("enable.idempotence", "true")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     for r in records {
         let topic = topic_name(settings, r.topic);
-        let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic);
+        let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic).timestamp(next_timestamp());
         if let Some(k) = &r.key {
             rec = rec.key(k);
         }
@@ -122,6 +141,20 @@ pub fn read_topics(brokers: &str, topics: &[&str]) -> Result<Vec<ReadBack>> {
             }
         }
     }
+    if !ends.is_empty() {
+        let pos = consumer.position()?;
+        let stuck: Vec<String> = ends
+            .iter()
+            .map(|((t, p), hi)| {
+                let at = pos.find_partition(t, *p).map(|e| e.offset());
+                format!("{t} [{p}] at {at:?} of {hi}")
+            })
+            .collect();
+        bail!(
+            "not read to the end within 60 s (read_committed): {}",
+            stuck.join(", ")
+        );
+    }
     Ok(out)
 }
 
@@ -200,6 +233,7 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     let http_state = crate::http::HttpState {
         metrics: handles.metrics.clone(),
         ready: handles.ready.clone(),
+        heartbeat: handles.heartbeat.clone(),
         journeys: Some(("demo".into(), handles.journey_lookup())),
     };
     let addr = settings.http_addr.parse()?;

@@ -7,7 +7,44 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The processing thread's sign of life: it beats on every turn of its loops (processing,
+/// table load, restore, waiting for Kafka, the restart backoff). `/health/live` fails once no
+/// beat came for [`Heartbeat::DEADLINE`], so that an orchestrator restarts a wedged process.
+#[derive(Debug)]
+pub struct Heartbeat {
+    start: Instant,
+    /// Milliseconds since `start` at the last beat.
+    last: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Longer than the longest single wait on Kafka in a loop's turn (a commit's three
+    /// 30-second round trips at worst).
+    pub const DEADLINE: Duration = Duration::from_secs(180);
+
+    pub fn beat(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
 
 /// Looks up one journey key: the stored journeys (as JSON) of every partition holding it.
 pub type JourneyLookup =
@@ -17,6 +54,7 @@ pub type JourneyLookup =
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    pub heartbeat: Arc<Heartbeat>,
     /// `Some` when the journeys API is enabled: (token, lookup).
     pub journeys: Option<(String, JourneyLookup)>,
 }
@@ -24,7 +62,7 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/journeys/{key}", get(journey))
         .with_state(state)
@@ -39,6 +77,22 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+async fn live(State(s): State<HttpState>) -> Response {
+    let age = s.heartbeat.age();
+    if age < Heartbeat::DEADLINE {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "processing loop stalled: no progress for {} s",
+                age.as_secs()
+            ),
+        )
+            .into_response()
+    }
 }
 
 async fn ready(State(s): State<HttpState>) -> Response {
@@ -101,9 +155,22 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    serve_on(bind(addr).await?, state, shutdown).await
+}
+
+/// Binds the HTTP address (an address in use is an error the caller can stop on).
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (`http_addr`): {e}"))
+}
+
+/// Serves on a bound listener until `shutdown`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -18,6 +18,7 @@
 //!   JSON form) and Avro output, with a Schema Registry client.
 //! - [`replay`]: the engine over a JSONL file, no Kafka.
 //! - [`settings`]: the TOML/env configuration, validated.
+//! - [`input_order`]: a task's input partitions merged by record timestamp (no IO).
 //! - [`pipeline`]: the Kafka processor behind `attrib run`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the HTTP endpoints.
 //! - [`demo`]: an embedded mock cluster, synthetic traffic and a summary.
@@ -28,6 +29,7 @@ pub mod codec;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod input_order;
 pub mod journey;
 pub mod metrics;
 pub mod money;

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub block_cache_hit: Gauge,
     pub consumer_lag: IntGaugeVec,
     pub ready: IntGauge,
+    /// Records processed ahead of a co-partition waited for `max_task_idle_ms` in vain.
+    pub enforced_processing: IntCounter,
+    /// Errors fetching input partitions (e.g. a batch that cannot be decompressed), by topic.
+    pub input_errors: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -105,8 +109,22 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(consumer_lag.clone()))
             .expect("unique metric");
+        let enforced_processing = IntCounter::new(
+            "attrib_enforced_processing_total",
+            "Records processed ahead of an input partition that was waited for max_task_idle_ms in vain (their order against it is not guaranteed).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(enforced_processing.clone()))
+            .expect("unique metric");
         let secs = exponential_buckets(0.001, 2.0, 16).expect("valid buckets");
         Metrics {
+            enforced_processing,
+            input_errors: counter_vec(
+                &r,
+                "attrib_input_errors_total",
+                "Errors fetching input partitions (such as a batch that cannot be decompressed), by topic.",
+                &["topic"],
+            ),
             consumed: counter_vec(
                 &r,
                 "attrib_consumed_records_total",

@@ -17,6 +17,7 @@
 use crate::changelog::{Marker, RestoreSink, SegmentId};
 use crate::codec::{Encoded, OutputTopic};
 use crate::http::{HttpState, JourneyLookup};
+use crate::input_order::{Flow, Next, STREAMS, TaskInputs};
 use crate::journey::Journey;
 use crate::metrics::Metrics;
 use crate::processor::{DlqRecord, InRecord, OutRecord, Processor};
@@ -55,6 +56,8 @@ pub struct Handles {
     pub db: Arc<Mutex<Option<Arc<rocksdb::DB>>>>,
     /// Completed commits (for tests and the demo to wait on).
     pub commits: Arc<AtomicU64>,
+    /// The processing thread's sign of life, for `/health/live`.
+    pub heartbeat: Arc<crate::http::Heartbeat>,
 }
 
 impl Default for Handles {
@@ -65,6 +68,7 @@ impl Default for Handles {
             shutdown: Arc::new(AtomicBool::new(false)),
             db: Arc::new(Mutex::new(None)),
             commits: Arc::new(AtomicU64::new(0)),
+            heartbeat: Arc::new(crate::http::Heartbeat::default()),
         }
     }
 }
@@ -130,9 +134,14 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
         .enable_all()
         .build()?;
     let addr = settings.http_addr.parse()?;
+    // Fatal before anything starts: an HTTP address in use (no probes, no metrics) and
+    // settings librdkafka refuses.
+    let listener = rt.block_on(crate::http::bind(addr))?;
+    check_client_settings(&settings)?;
     let http_state = HttpState {
         metrics: handles.metrics.clone(),
         ready: handles.ready.clone(),
+        heartbeat: handles.heartbeat.clone(),
         journeys: settings.journeys_api.enabled.then(|| {
             (
                 settings.journeys_api.token.clone().unwrap_or_default(),
@@ -146,7 +155,7 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
         let stop = async move {
             let _ = http_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = crate::http::serve(addr, http_state, stop).await {
+        if let Err(e) = crate::http::serve_on(listener, http_state, stop).await {
             error!("http server failed: {e:#}");
         }
     });
@@ -182,6 +191,21 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Creates (and drops) every kind of client attrib uses, so that an option librdkafka refuses
+/// stops start-up with librdkafka's message, which names it.
+fn check_client_settings(s: &Settings) -> Result<()> {
+    let refused = |e: KafkaError| anyhow!("invalid Kafka client settings (`kafka`): {e}");
+    let _: BaseConsumer<LogContext> = consumer_config(s)
+        .create_with_context(LogContext)
+        .map_err(refused)?;
+    let id = task_transactional_id(s, 0);
+    let tx = (s.processing_guarantee == Guarantee::ExactlyOnce).then_some(id.as_str());
+    let _: ThreadedProducer<ProducerCtx> = producer_config(s, tx)
+        .create_with_context(ProducerCtx::new(Arc::new(AtomicU64::new(0)), None))
+        .map_err(refused)?;
+    Ok(())
+}
+
 /// Runs the pipeline until shutdown, restarting it (with backoff) after errors.
 pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
     let mut backoff = Duration::from_millis(500);
@@ -192,7 +216,9 @@ pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
             Err(e) => {
                 h.ready.store(false, Ordering::Release);
                 if h.shutdown.load(Ordering::Acquire) {
-                    return Err(e);
+                    // Asked to stop (also during start-up): what was open is closed.
+                    info!("stopped: {e:#}");
+                    return Ok(());
                 }
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(500);
@@ -200,6 +226,7 @@ pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
                 error!("pipeline failed, restarting in {backoff:?}: {e:#}");
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !h.shutdown.load(Ordering::Acquire) {
+                    h.heartbeat.beat();
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 if h.shutdown.load(Ordering::Acquire) {
@@ -231,6 +258,36 @@ fn log_rdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
     }
 }
 
+/// Logs a client error once per 30 s per distinct text (an unreachable broker makes librdkafka
+/// report the same error many times a second).
+fn warn_client_error(client: &str, error: &KafkaError, reason: &str) {
+    static SEEN: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let text = format!("{client}{error}: {reason}");
+    let mut seen = SEEN.lock().expect("log limiter");
+    let seen = seen.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    if seen
+        .get(&text)
+        .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(30))
+    {
+        return;
+    }
+    if seen.len() > 1000 {
+        seen.clear();
+    }
+    seen.insert(text.clone(), now);
+    warn!(target: "librdkafka", "{text} (repeats of this message are muted for 30 s)");
+}
+
+/// rust-rdkafka hands every error event to the context too, end-of-partition events as
+/// `Global(PartitionEOF)`.
+fn is_end_of_partition(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
 /// Logs through `tracing`.
 pub struct LogContext;
 
@@ -240,8 +297,8 @@ impl ClientContext for LogContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         // End-of-partition events are how table and changelog readers know they are done.
-        if !matches!(error, KafkaError::PartitionEOF(_)) && !reason.contains("end of partition") {
-            warn!(target: "librdkafka", "{error}: {reason}");
+        if !is_end_of_partition(&error) {
+            warn_client_error("", &error, reason);
         }
     }
 }
@@ -276,7 +333,7 @@ impl ClientContext for ProducerCtx {
         log_rdkafka(level, fac, msg);
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(target: "librdkafka", "producer: {error}: {reason}");
+        warn_client_error("producer: ", &error, reason);
     }
 }
 
@@ -311,7 +368,10 @@ impl ClientContext for ConsumerCtx {
         log_rdkafka(level, fac, msg);
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(target: "librdkafka", "consumer: {error}: {reason}");
+        // End-of-partition events reach the poll too (they order a task's input).
+        if !is_end_of_partition(&error) {
+            warn_client_error("consumer: ", &error, reason);
+        }
     }
     fn stats(&self, s: Statistics) {
         for (topic, t) in &s.topics {
@@ -345,9 +405,13 @@ impl ConsumerContext for ConsumerCtx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.metrics.rebalances.inc();
         if let Rebalance::Assign(tpl) = rebalance {
+            // A partition paused (its buffer full) before a rebalance starts afresh.
+            if let Err(e) = consumer.resume(tpl) {
+                warn!("cannot resume assigned partitions: {e}");
+            }
             let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             let mut w = self.worker.lock().expect("worker lock");
             let result = w.assign(&partitions);
@@ -388,7 +452,15 @@ fn consumer_config(s: &Settings) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        // End-of-partition events tell a task that an empty partition is read to its end
+        // (see `crate::input_order`).
+        .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", "5000");
+    // Static membership (KIP-345) when the instance is named: a restarted instance takes its
+    // partitions back at once instead of after the session timeout of its dead self.
+    if let Some(id) = &s.instance_id {
+        c.set("group.instance.id", format!("{}-{id}", s.application_id));
+    }
     for (k, v) in &s.kafka {
         c.set(k, v);
     }
@@ -455,6 +527,42 @@ fn is_consumer_only(key: &str) -> bool {
 // Topics
 // ---------------------------------------------------------------------------------------------
 
+/// Waits until the cluster answers a metadata request: says so once within seconds when it
+/// does not (then every 30 s), and gives up when shutdown is asked for.
+fn wait_for_cluster(
+    s: &Settings,
+    consumer: &BaseConsumer<impl ConsumerContext>,
+    shutdown: &AtomicBool,
+    heartbeat: &crate::http::Heartbeat,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut last_log: Option<Instant> = None;
+    loop {
+        heartbeat.beat();
+        match consumer.fetch_metadata(Some(&s.topics.clicks), Duration::from_secs(2)) {
+            Ok(_) => {
+                if last_log.is_some() {
+                    info!(brokers = %s.brokers, "Kafka is reachable");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    warn!(
+                        brokers = %s.brokers,
+                        waited_seconds = started.elapsed().as_secs(),
+                        "cannot reach Kafka ({e}); retrying"
+                    );
+                    last_log = Some(Instant::now());
+                }
+            }
+        }
+        if shutdown.load(Ordering::Acquire) {
+            bail!("shutdown while waiting for Kafka");
+        }
+    }
+}
+
 fn partition_count(consumer: &BaseConsumer<impl ConsumerContext>, topic: &str) -> Result<usize> {
     let md = consumer
         .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
@@ -508,7 +616,7 @@ fn ensure_changelog(
 fn read_to_end(
     consumer: &BaseConsumer<LogContext>,
     assignments: &[(String, i32)],
-    shutdown: &AtomicBool,
+    (shutdown, heartbeat): (&AtomicBool, &crate::http::Heartbeat),
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
@@ -522,6 +630,7 @@ fn read_to_end(
     }
     consumer.assign(&tpl)?;
     while !remaining.is_empty() {
+        heartbeat.beat();
         if shutdown.load(Ordering::Acquire) {
             bail!("shutdown while reading {:?}", remaining.keys().next());
         }
@@ -534,19 +643,12 @@ fn read_to_end(
                 }
                 continue;
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // The event names only the partition: decisive when one topic has it.
-                let same: Vec<(String, i32)> =
-                    remaining.keys().filter(|(_, q)| *q == p).cloned().collect();
-                if same.len() == 1 {
-                    remaining.remove(&same[0]);
-                }
-            }
-            None => {}
+            // The event names the partition, not the topic: the positions below decide.
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => warn!("while reading tables or changelog: {e}"),
         }
-        // Transaction markers may sit at the end: a partition is done once its position has
-        // reached the end it had at the start.
+        // A partition is done once its position has reached the end it had at the start
+        // (per topic and partition; librdkafka moves the position past transaction markers).
         let positions = consumer.position()?;
         remaining.retain(
             |(t, p), hi| match positions.find_partition(t, *p).map(|e| e.offset()) {
@@ -633,6 +735,16 @@ struct Worker {
     out_partitions: OutPartitions,
     /// The `exactly_once` commit running in the background, if any.
     in_flight: Option<InFlight>,
+    /// Each task's consumed records, handed out in timestamp order.
+    inputs: TaskInputs,
+    /// The assigned partitions, reused by [`Worker::process_ready`].
+    scratch_partitions: Vec<i32>,
+    /// The clicks and conversions topics' names, shared with each record processed.
+    stream_names: [Arc<str>; STREAMS],
+    /// Wakes the processing thread (records arrived, a background commit ended).
+    wake: Arc<Wake>,
+    /// When enforced processing was last logged (at most every 30 s).
+    enforced_logged: Option<Instant>,
 }
 
 /// The tasks' commits of one batch, each on its own thread, while the processing thread goes
@@ -866,21 +978,142 @@ impl Worker {
         )
     }
 
-    fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
-        let topic = self.input_topic(m.topic());
-        let partition = m.partition();
+    /// Buffers a consumed record of `stream` (0 clicks, 1 conversions) for its task, pausing
+    /// the partition when its buffer is full.
+    fn buffer(
+        &mut self,
+        stream: usize,
+        m: &BorrowedMessage<'_>,
+        now: (Instant, i64),
+        consumer: &BaseConsumer<ConsumerCtx>,
+    ) {
+        let flow = self.inputs.push(
+            stream,
+            m.partition(),
+            m.offset(),
+            m.timestamp().to_millis(),
+            m.key(),
+            m.payload(),
+            now.0,
+            now.1,
+        );
+        self.flow(consumer, stream, m.partition(), flow);
+    }
+
+    fn flow(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        stream: usize,
+        partition: i32,
+        flow: Flow,
+    ) {
+        if flow == Flow::Keep {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.stream_topic(stream), partition);
+        let r = if flow == Flow::Pause {
+            debug!(stream, partition, "input buffer full; partition paused");
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            warn!("cannot pause or resume partition {partition}: {e}");
+        }
+    }
+
+    fn stream_topic(&self, stream: usize) -> &str {
+        let t = &self.settings.topics;
+        if stream == 0 {
+            &t.clicks
+        } else {
+            &t.conversions
+        }
+    }
+
+    /// Processes what the tasks' input order allows (at most up to the batch size); returns
+    /// when a waiting task may go on at the latest.
+    fn process_ready(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<Option<Instant>> {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        let result = self.process_inputs(&mut inputs, consumer);
+        let enforced = std::mem::take(&mut inputs.enforced);
+        if enforced > 0 {
+            self.handles.metrics.enforced_processing.inc_by(enforced);
+            if self
+                .enforced_logged
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
+            {
+                self.enforced_logged = Some(Instant::now());
+                warn!(
+                    records = enforced,
+                    max_task_idle_ms = self.settings.max_task_idle_ms,
+                    "a task waited in vain for one of its input partitions; processing ahead of it (attrib_enforced_processing_total)"
+                );
+            }
+        }
+        self.inputs = inputs;
+        result
+    }
+
+    fn process_inputs(
+        &mut self,
+        inputs: &mut TaskInputs,
+        consumer: &BaseConsumer<ConsumerCtx>,
+    ) -> Result<Option<Instant>> {
+        let now = Instant::now();
+        let mut wake: Option<Instant> = None;
+        let mut partitions = std::mem::take(&mut self.scratch_partitions);
+        partitions.clear();
+        partitions.extend(inputs.partitions());
+        for &p in &partitions {
+            while self.processed < self.settings.max_batch_records {
+                match inputs.next(p, now) {
+                    Next::Take(stream) => {
+                        let r = inputs.front(stream, p).expect("a head to take");
+                        let topic = if stream == 0 {
+                            InputTopic::Clicks
+                        } else {
+                            InputTopic::Conversions
+                        };
+                        let source = self.stream_names[stream].clone();
+                        let rec = InRecord {
+                            topic,
+                            source_topic: &source,
+                            partition: p,
+                            offset: r.offset,
+                            key: r.key,
+                            value: r.value,
+                        };
+                        self.handle(&rec)?;
+                        let flow = inputs.pop(stream, p);
+                        self.flow(consumer, stream, p, flow);
+                    }
+                    Next::WaitUntil(t) => {
+                        wake = Some(wake.map_or(t, |w| w.min(t)));
+                        break;
+                    }
+                    Next::Empty => break,
+                }
+            }
+        }
+        self.scratch_partitions = partitions;
+        Ok(wake)
+    }
+
+    fn handle(&mut self, rec: &InRecord<'_>) -> Result<()> {
+        let partition = rec.partition;
         // Begins the task's transaction even when the record has no output: its offset is
         // committed in it.
         self.begin(partition)?;
-        let rec = in_record(m, topic);
         let mut out = std::mem::take(&mut self.scratch);
-        self.processor.process(&rec, now_ms(), &mut out)?;
+        self.processor.process(rec, now_ms(), &mut out)?;
         for o in out.drain(..) {
             self.send_output(partition, &o)?;
             self.outputs.push(o);
         }
         self.scratch = out;
-        self.offsets.insert((topic, partition), m.offset() + 1);
+        self.offsets.insert((rec.topic, partition), rec.offset + 1);
         self.processed += 1;
         Ok(())
     }
@@ -1099,11 +1332,14 @@ impl Worker {
             task.committing = true;
             let producer = task.producer.clone();
             let (settings, changelog) = (self.settings.clone(), self.changelog.clone());
+            let wake = self.wake.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("attrib-commit-{p}"))
                 .spawn(move || {
-                    commit_task(&settings, &changelog, p, &producer, tpl, &gm)
-                        .with_context(|| format!("partition {p}"))
+                    let r = commit_task(&settings, &changelog, p, &producer, tpl, &gm)
+                        .with_context(|| format!("partition {p}"));
+                    wake.notify();
+                    r
                 })?;
             jobs.push(CommitJob {
                 partition: p,
@@ -1317,6 +1553,7 @@ impl Worker {
     fn revoke(&mut self, partitions: &BTreeSet<i32>, lost: bool) {
         for p in partitions {
             self.processor.close_partition(*p);
+            self.inputs.revoke(*p);
             self.owned.remove(p);
             // The next owner initialises the task's transactional id.
             self.tasks.remove(p);
@@ -1378,6 +1615,7 @@ impl Worker {
         }
         for p in partitions {
             self.owned.insert(*p);
+            self.inputs.assign(*p);
             self.trusted_at.remove(p);
             let head = self.processor.store().meta(*p)?.and_then(|m| m.segment);
             if let Some(task) = self.tasks.get_mut(p) {
@@ -1569,12 +1807,15 @@ impl Worker {
             .map(|p| (self.changelog.clone(), *p))
             .collect();
         let store = self.processor.store_mut();
-        let shutdown = self.handles.shutdown.clone();
+        let (shutdown, heartbeat) = (
+            self.handles.shutdown.clone(),
+            self.handles.heartbeat.clone(),
+        );
         let ends: HashMap<i32, i64> = committed
             .iter()
             .filter_map(|(p, c)| Some((*p, c.changelog_end?)))
             .collect();
-        read_to_end(reader, &assignments, &shutdown, |m| {
+        read_to_end(reader, &assignments, (&shutdown, &heartbeat), |m| {
             if ends
                 .get(&m.partition())
                 .is_some_and(|end| m.offset() >= *end)
@@ -1642,6 +1883,120 @@ impl RestoreSink for Sink<'_> {
     }
 }
 
+/// Clears the journeys API's handle on the store when dropped.
+struct ReleaseStore(Arc<Mutex<Option<Arc<rocksdb::DB>>>>);
+
+impl Drop for ReleaseStore {
+    fn drop(&mut self) {
+        *self.0.lock().expect("db lock") = None;
+    }
+}
+
+/// Wakes the processing thread when a partition queue gets records.
+#[derive(Default)]
+struct Wake {
+    pending: Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        *self.pending.lock().expect("wake lock") = true;
+        self.cond.notify_one();
+    }
+
+    /// Waits up to `timeout` for a notification since the last wait.
+    fn wait(&self, timeout: Duration) {
+        let guard = self.pending.lock().expect("wake lock");
+        let (mut guard, _) = self
+            .cond
+            .wait_timeout_while(guard, timeout, |pending| !*pending)
+            .expect("wake lock");
+        *guard = false;
+    }
+}
+
+/// One input partition's own queue.
+struct InputQueue {
+    stream: usize,
+    partition: i32,
+    queue: rdkafka::consumer::base_consumer::PartitionQueue<ConsumerCtx>,
+    /// A fetch error of this partition was logged (logged once until it reads again).
+    error_logged: bool,
+}
+
+impl Worker {
+    /// After a fetch problem, no input partition counts as read to its end until librdkafka
+    /// says so again: the empty ones are fetched again from their positions (a seek, which
+    /// makes librdkafka report the end anew), and their tasks wait meanwhile (at most
+    /// `max_task_idle_ms`). Without this, a task whose clicks partition had reached its end
+    /// before its leader died would process conversions ahead of clicks still on the way.
+    fn refetch_ends(&mut self, consumer: &BaseConsumer<ConsumerCtx>) {
+        let refetch = self.inputs.forget_ends();
+        if refetch.is_empty() {
+            return;
+        }
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        for (stream, p) in refetch {
+            let topic = self.stream_topic(stream);
+            // Nothing consumed since the assignment: from the committed offset.
+            let at = match positions.find_partition(topic, p).map(|e| e.offset()) {
+                Some(o @ Offset::Offset(_)) => o,
+                _ => Offset::Stored,
+            };
+            if let Err(e) = consumer.seek(topic, p, at, Duration::ZERO) {
+                debug!(topic, partition = p, "cannot fetch again: {e}");
+            }
+        }
+    }
+
+    /// Moves what the partition queues hold into the tasks' buffers (a bounded number per
+    /// queue and call); returns the records read.
+    fn read_queues(
+        &mut self,
+        queues: &mut [InputQueue],
+        consumer: &BaseConsumer<ConsumerCtx>,
+    ) -> usize {
+        let now = (Instant::now(), now_ms());
+        let mut read = 0;
+        for q in queues.iter_mut() {
+            for _ in 0..1000 {
+                match q.queue.poll(Duration::ZERO) {
+                    Some(Ok(m)) => {
+                        self.buffer(q.stream, &m, now, consumer);
+                        q.error_logged = false;
+                        read += 1;
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        self.inputs.end_of_partition(q.stream, q.partition);
+                    }
+                    Some(Err(e)) => {
+                        let topic = self.stream_names[q.stream].clone();
+                        self.handles
+                            .metrics
+                            .input_errors
+                            .with_label_values(&[&*topic])
+                            .inc();
+                        if !q.error_logged {
+                            q.error_logged = true;
+                            error!(
+                                topic = &*topic,
+                                partition = q.partition,
+                                "cannot read input partition (its task waits for it): {e}"
+                            );
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        read
+    }
+}
+
 /// A consumed Kafka record as the processor's input.
 fn in_record<'a>(m: &'a BorrowedMessage<'_>, topic: InputTopic) -> InRecord<'a> {
     InRecord {
@@ -1679,6 +2034,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let tables: BaseConsumer<LogContext> =
         reader_config(settings, &format!("tables-{}", settings.instance_id()))
             .create_with_context(LogContext)?;
+    wait_for_cluster(settings, &tables, &h.shutdown, &h.heartbeat)?;
     let clicks_partitions = partition_count(&tables, &t.clicks)?;
     let conv_partitions = partition_count(&tables, &t.conversions)?;
     if clicks_partitions != conv_partitions {
@@ -1694,6 +2050,9 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let trusted_at = take_marker(settings);
     let store = RocksStore::open(&state_dir)?;
     *h.db.lock().expect("db lock") = Some(store.shared());
+    // Whatever ends this run (an error during start-up included), the journeys API lets go
+    // of the store, so that the next run can open it.
+    let _release = ReleaseStore(h.db.clone());
     let delivery_errors = Arc::new(AtomicU64::new(0));
     // Under exactly_once the producers are per task, created when partitions are assigned.
     let shared = if eos {
@@ -1704,6 +2063,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
                 .create_with_context(ProducerCtx::new(delivery_errors.clone(), None))?,
         )
     };
+    let wake = Arc::new(Wake::default());
     let worker = Arc::new(Mutex::new(Worker {
         settings: settings.clone(),
         processor: Processor::new(
@@ -1735,6 +2095,11 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         formats: crate::codec::TopicFormats::from_settings(settings),
         out_partitions: OutPartitions::read(settings, &tables, clicks_partitions),
         in_flight: None,
+        inputs: TaskInputs::new(settings.order_settings()),
+        scratch_partitions: Vec::new(),
+        stream_names: [t.clicks.as_str().into(), t.conversions.as_str().into()],
+        wake: wake.clone(),
+        enforced_logged: None,
     }));
 
     let mut table_parts = Vec::new();
@@ -1746,31 +2111,56 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let load_started = Instant::now();
     {
         let mut w = worker.lock().expect("worker lock");
-        read_to_end(&tables, &table_parts, &h.shutdown, |m| {
+        let mut read = 0u64;
+        read_to_end(&tables, &table_parts, (&h.shutdown, &h.heartbeat), |m| {
+            read += 1;
             w.apply_table(m);
             Ok(())
         })?;
-        let n = w.processor.stats.table_updates;
         info!(
-            records = n,
+            records = read,
+            refused = w.table_rejects.len(),
+            partitions = table_parts.len(),
             seconds = load_started.elapsed().as_secs_f64(),
             "tables loaded"
         );
+        h.metrics
+            .record_stats(&std::mem::take(&mut w.processor.stats));
     }
     // The table consumer stays assigned and keeps following the tables.
     h.ready.store(true, Ordering::Release);
 
-    let consumer: BaseConsumer<ConsumerCtx> =
-        consumer_config(settings).create_with_context(ConsumerCtx {
+    let consumer: Arc<BaseConsumer<ConsumerCtx>> =
+        Arc::new(consumer_config(settings).create_with_context(ConsumerCtx {
             worker: worker.clone(),
             metrics: h.metrics.clone(),
-        })?;
+        })?);
+    // Every input partition gets a queue of its own, so that a task reads its partitions
+    // separately and knows which one has reached its end (librdkafka keeps the split across
+    // assignments). Records that reach the consumer's queue anyway are buffered the same way.
+    let mut queues = Vec::with_capacity(clicks_partitions * STREAMS);
+    for p in 0..clicks_partitions as i32 {
+        for (stream, topic) in [&t.clicks, &t.conversions].into_iter().enumerate() {
+            let mut q = consumer
+                .split_partition_queue(topic, p)
+                .ok_or_else(|| anyhow!("cannot make a queue for {topic} [{p}]"))?;
+            let w = wake.clone();
+            q.set_nonempty_callback(move || w.notify());
+            queues.push(InputQueue {
+                stream,
+                partition: p,
+                queue: q,
+                error_logged: false,
+            });
+        }
+    }
     consumer.subscribe(&[&t.clicks, &t.conversions])?;
     let interval = Duration::from_millis(settings.commit_interval_ms);
     let mut last_commit = Instant::now();
     let mut last_tables = Instant::now() - Duration::from_secs(1);
     let result = (|| -> Result<()> {
         loop {
+            h.heartbeat.beat();
             if h.shutdown.load(Ordering::Acquire) {
                 break;
             }
@@ -1787,25 +2177,57 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
                     }
                 }
             }
-            let wait = interval
-                .saturating_sub(last_commit.elapsed())
-                .min(Duration::from_millis(100));
-            let msg = consumer.poll(wait);
+            // Rebalances and errors (and records fetched before their queue was split).
+            let mut read = 0usize;
+            let mut fetch_trouble = false;
+            while let Some(msg) = consumer.poll(Duration::ZERO) {
+                let mut w = worker.lock().expect("worker lock");
+                match msg {
+                    Ok(m) => {
+                        let stream = usize::from(m.topic() != t.clicks);
+                        w.buffer(stream, &m, (Instant::now(), now_ms()), &consumer);
+                        read += 1;
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        debug!(partition = p, "end of partition on the consumer's queue");
+                    }
+                    Err(e) => {
+                        // Connection trouble (a broker gone, say): the partitions it led
+                        // may have stalled, whatever they said about their ends before.
+                        fetch_trouble = true;
+                        debug!("consumer: {e}");
+                    }
+                }
+            }
             let mut w = worker.lock().expect("worker lock");
             if let Some(e) = w.failed.take() {
                 return Err(e);
             }
-            match msg {
-                Some(Ok(m)) => w.handle(&m)?,
-                Some(Err(e)) => warn!("consumer: {e}"),
-                None => {}
+            if fetch_trouble {
+                w.refetch_ends(&consumer);
             }
+            read += w.read_queues(&mut queues, &consumer);
+            let processed_before = w.processed;
+            let due = w.process_ready(&consumer)?;
+            let progressed = read > 0 || w.processed > processed_before;
             if last_commit.elapsed() >= interval || w.processed >= settings.max_batch_records {
                 w.commit(&consumer)?;
                 last_commit = Instant::now();
             } else if w.in_flight_ended() {
                 // The background commit has ended: the work that waited for it goes out now.
                 w.finish_in_flight()?;
+            }
+            drop(w);
+            if !progressed {
+                // Nothing to do: sleep until input arrives, a waiting task may go on, the
+                // next commit is due, or (at most) 50 ms for rebalances and the tables.
+                let mut wait = interval
+                    .saturating_sub(last_commit.elapsed())
+                    .min(Duration::from_millis(50));
+                if let Some(due) = due {
+                    wait = wait.min(due.saturating_duration_since(Instant::now()));
+                }
+                wake.wait(wait);
             }
         }
         let mut w = worker.lock().expect("worker lock");
@@ -1825,7 +2247,8 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     if result.is_err() {
         worker.lock().expect("worker lock").abort_open();
     }
+    // The queues hold the consumer; it closes (leaving the group) once they are gone.
+    drop(queues);
     drop(consumer);
-    *h.db.lock().expect("db lock") = None;
     result
 }

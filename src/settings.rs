@@ -104,6 +104,14 @@ pub struct Settings {
     pub commit_interval_ms: u64,
     /// Most records processed between two commits.
     pub max_batch_records: usize,
+    /// How long a task waits for an empty input partition that is not known to be read to
+    /// its end (not fetched yet, or records still on the broker) before it processes the
+    /// other partition's records ahead of it (Kafka Streams' `max.task.idle.ms`).
+    pub max_task_idle_ms: u64,
+    /// How long a record waits, from its arrival, before it is processed ahead of an empty
+    /// co-partition that is read to its end: covers a click produced just before a conversion
+    /// that reaches the broker, or attrib, just after it.
+    pub input_grace_ms: u64,
     pub log_format: LogFormat,
     /// A `tracing` filter (`info`, `attrib=debug,rdkafka=warn`, …).
     pub log_level: String,
@@ -145,6 +153,8 @@ impl Default for Settings {
             processing_guarantee: Guarantee::ExactlyOnce,
             commit_interval_ms: 100,
             max_batch_records: 10_000,
+            max_task_idle_ms: 10_000,
+            input_grace_ms: 500,
             log_format: LogFormat::Plain,
             log_level: "info".into(),
             output_format: OutputFormat::Json,
@@ -173,6 +183,8 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("PROCESSING_GUARANTEE", &["processing_guarantee"]),
     ("COMMIT_INTERVAL_MS", &["commit_interval_ms"]),
     ("MAX_BATCH_RECORDS", &["max_batch_records"]),
+    ("MAX_TASK_IDLE_MS", &["max_task_idle_ms"]),
+    ("INPUT_GRACE_MS", &["input_grace_ms"]),
     ("LOG_FORMAT", &["log_format"]),
     ("LOG_LEVEL", &["log_level"]),
     ("OUTPUT_FORMAT", &["output_format"]),
@@ -210,7 +222,13 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
 fn typed_value(path: &[&str], raw: &str) -> toml::Value {
     let numeric = matches!(
         path.last().copied(),
-        Some("commit_interval_ms" | "max_batch_records" | "retention_margin_days")
+        Some(
+            "commit_interval_ms"
+                | "max_batch_records"
+                | "max_task_idle_ms"
+                | "input_grace_ms"
+                | "retention_margin_days"
+        )
     ) || path.first() == Some(&"limits");
     if numeric {
         if let Ok(i) = raw.trim().parse::<i64>() {
@@ -330,6 +348,11 @@ impl Settings {
         if self.max_batch_records == 0 {
             bail!("invalid config: `max_batch_records` must be positive");
         }
+        for key in self.kafka.keys() {
+            if let Some(why) = reserved_kafka_option(key) {
+                bail!("invalid config: `kafka.{key}` cannot be set: {why}");
+            }
+        }
         if self.retention_margin_days < 0 {
             bail!("invalid config: `retention_margin_days` is negative");
         }
@@ -413,6 +436,15 @@ impl Settings {
         Ok(())
     }
 
+    /// How a task orders its input partitions (see [`crate::input_order`]).
+    pub fn order_settings(&self) -> crate::input_order::OrderSettings {
+        crate::input_order::OrderSettings {
+            max_task_idle: std::time::Duration::from_millis(self.max_task_idle_ms),
+            grace: std::time::Duration::from_millis(self.input_grace_ms),
+            ..Default::default()
+        }
+    }
+
     /// The format of the actions topic: `output_formats.actions`, else `output_format`.
     pub fn actions_format(&self) -> OutputFormat {
         self.output_formats.actions.unwrap_or(self.output_format)
@@ -451,6 +483,28 @@ impl Settings {
                 .unwrap_or_else(|| "attrib-0".into())
         })
     }
+}
+
+/// librdkafka options that attrib sets itself because its guarantees rest on them; a
+/// pass-through value would silently switch them off. Returns why, for the error message.
+pub fn reserved_kafka_option(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "isolation.level" => "attrib reads read_committed (uncommitted input would be processed)",
+        "enable.auto.commit" | "enable.auto.offset.store" => {
+            "attrib commits offsets itself, with its outputs (auto commits would skip records)"
+        }
+        "transactional.id" => "attrib names one transactional id per task",
+        "enable.idempotence" => "exactly once and ordered retries need idempotent producers",
+        "group.id" => "the consumer group is `application_id`",
+        "partition.assignment.strategy" => {
+            "clicks and conversions of one partition number must go to one instance (range)"
+        }
+        "enable.partition.eof" => {
+            "attrib orders a task's input by knowing when a partition is read to its end"
+        }
+        "group.instance.id" => "attrib derives static membership from `instance_id`",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -499,6 +553,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("topics.dlq"), "{e}");
+        for key in [
+            "isolation.level",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "transactional.id",
+            "enable.idempotence",
+            "group.id",
+            "partition.assignment.strategy",
+        ] {
+            let e = Settings::parse(&format!("[kafka]\n\"{key}\" = \"x\""), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`kafka.{key}`")), "{e}");
+        }
+        let e = Settings::parse(
+            "",
+            env(&[("ATTRIB_KAFKA_ISOLATION_LEVEL", "read_uncommitted")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("kafka.isolation.level"), "{e}");
+        let s = Settings::parse(
+            "max_task_idle_ms = 5",
+            env(&[("ATTRIB_INPUT_GRACE_MS", "7")]),
+        )
+        .unwrap();
+        assert_eq!((s.max_task_idle_ms, s.input_grace_ms), (5, 7));
         let e = Settings::parse("[journeys_api]\nenabled = true", env(&[]))
             .unwrap_err()
             .to_string();

@@ -130,8 +130,9 @@ pub struct Tables {
     pub promo_codes: HashMap<String, HashMap<String, PromoAssignment>>,
     /// record key → what it set, so a tombstone deletes exactly that entry
     keys: HashMap<String, TableKey>,
-    /// The longest referral window of any program or contract, for click retention.
-    max_window_days: i64,
+    /// The referral windows of all programs and contracts (days → how many), so that the
+    /// longest is known without a scan: a table update costs O(log n).
+    windows: std::collections::BTreeMap<i64, usize>,
 }
 
 /// What a table record did.
@@ -154,7 +155,17 @@ impl Tables {
 
     /// The longest window clicks may need to be kept for, in days.
     pub fn max_window_days(&self) -> i64 {
-        self.max_window_days.max(crate::engine::DEFAULT_WINDOW_DAYS)
+        let longest = self.windows.keys().next_back().copied().unwrap_or(0);
+        longest.max(crate::engine::DEFAULT_WINDOW_DAYS)
+    }
+
+    fn count_window(&mut self, days: Option<i64>, delta: isize) {
+        let Some(days) = days else { return };
+        let n = self.windows.entry(days).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.windows.remove(&days);
+        }
     }
 
     /// The longest locking period, for order retention, in days.
@@ -165,23 +176,6 @@ impl Tables {
             .max()
             .unwrap_or(0)
             .max(crate::engine::DEFAULT_LOCKING_DAYS)
-    }
-
-    fn recompute_max_window(&mut self) {
-        let p = self
-            .programs
-            .values()
-            .map(|p| p.referral_window_days)
-            .max()
-            .unwrap_or(0);
-        let c = self
-            .contracts
-            .values()
-            .flat_map(|m| m.values())
-            .filter_map(|c| c.referral_window_days)
-            .max()
-            .unwrap_or(0);
-        self.max_window_days = p.max(c);
     }
 
     /// Applies one record of the config topic (`value` None = tombstone).
@@ -210,7 +204,10 @@ impl Tables {
                 self.check_program_account(&p)?;
                 self.keys
                     .insert(key.to_string(), TableKey::Program(p.program_id.clone()));
-                self.programs.insert(p.program_id.clone(), p);
+                self.count_window(Some(p.referral_window_days), 1);
+                if let Some(old) = self.programs.insert(p.program_id.clone(), p) {
+                    self.count_window(Some(old.referral_window_days), -1);
+                }
             }
             "contract" => {
                 let c = r.into_contract(limits)?;
@@ -219,10 +216,15 @@ impl Tables {
                     key.to_string(),
                     TableKey::Contract(c.program_id.clone(), c.partner_id.clone()),
                 );
-                self.contracts
+                self.count_window(c.referral_window_days, 1);
+                let old = self
+                    .contracts
                     .entry(c.program_id.clone())
                     .or_default()
                     .insert(c.partner_id.clone(), c);
+                if let Some(old) = old {
+                    self.count_window(old.referral_window_days, -1);
+                }
             }
             _ => {
                 let x = r.into_cross_program(limits)?;
@@ -244,7 +246,6 @@ impl Tables {
                 self.cross_programs.insert(x.account_id.clone(), x);
             }
         }
-        self.recompute_max_window();
         Ok(TableChange::Upserted)
     }
 
@@ -318,11 +319,13 @@ impl Tables {
         };
         match k {
             TableKey::Program(p) => {
-                self.programs.remove(&p);
+                if let Some(old) = self.programs.remove(&p) {
+                    self.count_window(Some(old.referral_window_days), -1);
+                }
             }
             TableKey::Contract(p, q) => {
-                if let Some(m) = self.contracts.get_mut(&p) {
-                    m.remove(&q);
+                if let Some(old) = self.contracts.get_mut(&p).and_then(|m| m.remove(&q)) {
+                    self.count_window(old.referral_window_days, -1);
                 }
             }
             TableKey::CrossProgram(a) => {
@@ -334,7 +337,6 @@ impl Tables {
                 }
             }
         }
-        self.recompute_max_window();
         Ok(TableChange::Deleted)
     }
 }
@@ -632,6 +634,41 @@ mod tests {
             TableChange::Deleted
         );
         assert!(t.programs.is_empty() || !t.programs.contains_key("p1"));
+    }
+
+    #[test]
+    fn the_longest_window_follows_upserts_and_deletes() {
+        let mut t = Tables::default();
+        let base = t.max_window_days();
+        let program = |w: i64| {
+            format!(
+                r#"{{"type":"program","program_id":"p1","account_id":"acme","referral_window_days":{w}}}"#
+            )
+        };
+        let contract = |partner: &str, w: i64| {
+            format!(
+                r#"{{"type":"contract","program_id":"p1","partner_id":"{partner}","active_from":"2026-01-01T00:00:00Z","referral_window_days":{w}}}"#
+            )
+        };
+        apply(&mut t, "program/p1", &program(base + 10)).unwrap();
+        assert_eq!(t.max_window_days(), base + 10);
+        apply(&mut t, "contract/p1/a", &contract("a", base + 20)).unwrap();
+        apply(&mut t, "contract/p1/b", &contract("b", base + 20)).unwrap();
+        assert_eq!(t.max_window_days(), base + 20);
+        // Replacing one of two equal windows keeps the other.
+        apply(&mut t, "contract/p1/a", &contract("a", base + 5)).unwrap();
+        assert_eq!(t.max_window_days(), base + 20);
+        t.apply_config(Some(b"contract/p1/b"), None, &Limits::default())
+            .unwrap();
+        assert_eq!(t.max_window_days(), base + 10);
+        apply(&mut t, "program/p1", &program(base + 1)).unwrap();
+        assert_eq!(t.max_window_days(), base + 5);
+        t.apply_config(Some(b"contract/p1/a"), None, &Limits::default())
+            .unwrap();
+        t.apply_config(Some(b"program/p1"), None, &Limits::default())
+            .unwrap();
+        assert_eq!(t.max_window_days(), base);
+        assert!(t.windows.is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn real_broker() -> Option<String> {
             if std::env::var("ATTRIB_REQUIRE_BROKER").as_deref() == Ok("1") {
                 panic!("ATTRIB_REQUIRE_BROKER=1 but ATTRIB_TEST_BROKERS is not set");
             }
-            eprintln!("skipped: no real broker (run scripts/test, which starts nisshi)");
+            eprintln!("skipped: no real broker (run scripts/test, which starts Apache Kafka)");
             None
         }
     }
@@ -79,6 +79,12 @@ pub fn topics_of(s: &Settings, partitions: i32) -> Vec<(String, i32)> {
 
 /// Creates topics through the admin API.
 pub fn create_topics(brokers: &str, topics: &[(String, i32)]) {
+    create_replicated_topics(brokers, topics, 1);
+}
+
+/// Creates topics with `replication` replicas each and, above one replica,
+/// `min.insync.replicas` 2 (a write needs two copies).
+pub fn create_replicated_topics(brokers: &str, topics: &[(String, i32)], replication: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -86,7 +92,12 @@ pub fn create_topics(brokers: &str, topics: &[(String, i32)]) {
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(n, p)| {
-            let t = NewTopic::new(n, *p, TopicReplication::Fixed(1));
+            let t = NewTopic::new(n, *p, TopicReplication::Fixed(replication));
+            let t = if replication > 1 {
+                t.set("min.insync.replicas", "2")
+            } else {
+                t
+            };
             if n.contains("promo-codes") || n.contains("config") || n.ends_with("changelog") {
                 t.set("cleanup.policy", "compact")
             } else {
@@ -317,6 +328,7 @@ pub fn http_state(s: &Settings, h: &Handles) -> attrib::http::HttpState {
     attrib::http::HttpState {
         metrics: h.metrics.clone(),
         ready: h.ready.clone(),
+        heartbeat: h.heartbeat.clone(),
         journeys: s.journeys_api.enabled.then(|| {
             (
                 s.journeys_api.token.clone().unwrap_or_default(),

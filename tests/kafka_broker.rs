@@ -1,0 +1,165 @@
+//! End to end on Apache Kafka (started by `scripts/test`), with
+//! exactly-once transactions.
+
+mod common;
+
+use attrib::settings::Guarantee;
+
+#[test]
+fn end_to_end_on_a_real_broker_exactly_once() {
+    let Some(brokers) = common::real_broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
+    common::create_topics(&brokers, &common::topics_of(&s, 2));
+    common::end_to_end(&brokers, &s);
+}
+
+/// Input compressed with each codec Kafka producers use (zstd, lz4, snappy, gzip), and output
+/// compressed with zstd: every conversion is credited, nothing stalls.
+#[test]
+fn compressed_input_and_output_every_codec() {
+    use attrib::demo::{next_timestamp, read_topics};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let Some(brokers) = common::real_broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
+    s.kafka.insert("compression.type".into(), "zstd".into());
+    common::create_topics(&brokers, &common::topics_of(&s, 2));
+    attrib::demo::produce(&brokers, &s, &[common::rec(
+        attrib::records::InputTopic::Config,
+        "program/p1",
+        r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD"}"#,
+    ), common::rec(
+        attrib::records::InputTopic::Config,
+        "contract/p1/pa1",
+        r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"fixed":"2.00"}}}"#,
+    )])
+    .unwrap();
+    let codecs = ["zstd", "lz4", "snappy", "gzip"];
+    for codec in codecs {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("compression.type", codec)
+            .create()
+            .unwrap();
+        let key = format!("d-{codec}");
+        let click = format!(
+            r#"{{"type":"click","click_id":"c-{codec}","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T10:00:00Z","device_id":"{key}"}}"#
+        );
+        let conversion = format!(
+            r#"{{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-{codec}","occurred_at":"2026-11-01T11:00:00Z","device_id":"{key}","order_subtotal":"10"}}"#
+        );
+        for (topic, value) in [
+            (&s.topics.clicks, click),
+            (&s.topics.conversions, conversion),
+        ] {
+            p.send(
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .timestamp(next_timestamp()),
+            )
+            .unwrap();
+        }
+        p.flush(std::time::Duration::from_secs(30)).unwrap();
+    }
+    let run = common::Running::start(&s);
+    run.wait_ready(std::time::Duration::from_secs(60));
+    attrib::demo::wait_consumed(&run.handles, 8, std::time::Duration::from_secs(60)).unwrap();
+    let actions = read_topics(&brokers, &[&s.topics.actions]).unwrap();
+    let mut orders: Vec<String> = actions
+        .iter()
+        .map(|r| {
+            let a = common::json(r);
+            assert_eq!(a["credits"][0]["partner_id"], "pa1", "{a}");
+            a["order_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    orders.sort();
+    let mut want: Vec<String> = codecs.iter().map(|c| format!("o-{c}")).collect();
+    want.sort();
+    assert_eq!(orders, want);
+    assert_eq!(
+        run.handles
+            .metrics
+            .input_errors
+            .with_label_values(&[&s.topics.clicks])
+            .get(),
+        0
+    );
+    run.stop();
+}
+
+/// A config topic of 100,000 records over three partitions (more than one fetch returns),
+/// the promo-codes topic empty: readiness waits for all of it, and the first conversion sees
+/// the contracts written last.
+#[test]
+fn large_config_topic_over_partitions_is_loaded_before_ready() {
+    use attrib::demo::{produce, read_topics};
+    use attrib::records::InputTopic::*;
+    let Some(brokers) = common::real_broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
+    let topics: Vec<(String, i32)> = common::topics_of(&s, 2)
+        .into_iter()
+        .map(|(t, p)| if t == s.topics.config { (t, 3) } else { (t, p) })
+        .collect();
+    common::create_topics(&brokers, &topics);
+    const N: usize = 100_000;
+    let mut config = vec![common::rec(
+        Config,
+        "program/p1",
+        r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD"}"#,
+    )];
+    config.extend((0..N).map(|i| {
+        common::rec(
+            Config,
+            &format!("contract/p1/pa{i}"),
+            &format!(r#"{{"type":"contract","program_id":"p1","partner_id":"pa{i}","active_from":"2026-01-01T00:00:00Z","payout":{{"default":{{"fixed":"{}.00"}}}}}}"#, i % 90 + 1),
+        )
+    }));
+    produce(&brokers, &s, &config).unwrap();
+    let run = common::Running::start(&s);
+    run.wait_ready(std::time::Duration::from_secs(120));
+    let m = &run.handles.metrics;
+    assert_eq!(
+        m.consumed.with_label_values(&["config"]).get(),
+        (N + 1) as u64,
+        "ready only once every config record is read"
+    );
+    // Conversions credited to contracts from the end of the topic, in every partition.
+    let last: Vec<usize> = (N - 5..N).collect();
+    let mut events = Vec::new();
+    for i in &last {
+        let key = format!("d-{i}");
+        events.push(common::rec(Clicks, &key, &format!(
+            r#"{{"type":"click","click_id":"c-{i}","program_id":"p1","partner_id":"pa{i}","occurred_at":"2026-11-01T10:00:00Z","device_id":"{key}"}}"#
+        )));
+        events.push(common::rec(Conversions, &key, &format!(
+            r#"{{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-{i}","occurred_at":"2026-11-01T11:00:00Z","device_id":"{key}","order_subtotal":"100"}}"#
+        )));
+    }
+    produce(&brokers, &s, &events).unwrap();
+    attrib::demo::wait_consumed(
+        &run.handles,
+        events.len() as u64,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    let actions = read_topics(&brokers, &[&s.topics.actions]).unwrap();
+    assert_eq!(actions.len(), last.len());
+    for r in &actions {
+        let a = common::json(r);
+        let i: usize = a["order_id"].as_str().unwrap()[2..].parse().unwrap();
+        assert_eq!(a["credits"][0]["partner_id"], format!("pa{i}"));
+        assert_eq!(a["payout"], format!("{}.000000", i % 90 + 1));
+    }
+    run.stop();
+}
