@@ -40,13 +40,27 @@ pub fn next_timestamp() -> i64 {
 /// Writes generated records to their topics, in order, each with a distinct timestamp
 /// ([`next_timestamp`]).
 pub fn produce(brokers: &str, settings: &Settings, records: &[GenRecord]) -> Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    send_records(&input_producer(brokers)?, settings, records)
+}
+
+/// An idempotent producer for [`send_records`] (retries across a leader change must not write
+/// a record twice).
+pub fn input_producer(brokers: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
+    Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
-        // Retries across a leader change must not write a record twice.
         .set("enable.idempotence", "true")
         .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+        .create()?)
+}
+
+/// Writes records in order, each with a distinct timestamp ([`next_timestamp`]), and waits
+/// until they are all acknowledged.
+pub fn send_records(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    settings: &Settings,
+    records: &[GenRecord],
+) -> Result<()> {
     for r in records {
         let topic = topic_name(settings, r.topic);
         let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic).timestamp(next_timestamp());

@@ -246,9 +246,8 @@ impl TaskInputs {
     }
 
     /// Forgets that the partitions were read to their ends (a fetch may have stalled: a
-    /// broker went away); returns the empty ones that were, to be fetched again from where
-    /// they are, so that librdkafka reports their end anew. Their tasks wait meanwhile, at most
-    /// `max_task_idle`.
+    /// broker went away); returns the empty ones that were. Their tasks wait for them until
+    /// their ends are reported again, at most `max_task_idle`.
     pub fn forget_ends(&mut self) -> Vec<(usize, i32)> {
         let mut refetch = Vec::new();
         for (p, t) in &mut self.tasks {

@@ -1927,28 +1927,18 @@ struct InputQueue {
 
 impl Worker {
     /// After a fetch problem, no input partition counts as read to its end until librdkafka
-    /// says so again: the empty ones are fetched again from their positions (a seek, which
-    /// makes librdkafka report the end anew), and their tasks wait meanwhile (at most
-    /// `max_task_idle_ms`). Without this, a task whose clicks partition had reached its end
-    /// before its leader died would process conversions ahead of clicks still on the way.
-    fn refetch_ends(&mut self, consumer: &BaseConsumer<ConsumerCtx>) {
-        let refetch = self.inputs.forget_ends();
-        if refetch.is_empty() {
-            return;
-        }
-        let Ok(positions) = consumer.position() else {
-            return;
-        };
-        for (stream, p) in refetch {
-            let topic = self.stream_topic(stream);
-            // Nothing consumed since the assignment: from the committed offset.
-            let at = match positions.find_partition(topic, p).map(|e| e.offset()) {
-                Some(o @ Offset::Offset(_)) => o,
-                _ => Offset::Stored,
-            };
-            if let Err(e) = consumer.seek(topic, p, at, Duration::ZERO) {
-                debug!(topic, partition = p, "cannot fetch again: {e}");
-            }
+    /// says so again (after its next record): a task whose clicks partition had reached its end
+    /// before its leader died would otherwise process conversions ahead of clicks still on the
+    /// way. Such a task waits for the partition, at most `max_task_idle_ms`. (Seeking the
+    /// partitions to make librdkafka report their ends sooner was tried: a seek while the
+    /// leader is away could leave a partition without fetches.)
+    fn forget_ends(&mut self) {
+        let forgotten = self.inputs.forget_ends();
+        if !forgotten.is_empty() {
+            debug!(
+                partitions = forgotten.len(),
+                "connection trouble: input ends forgotten until reported again"
+            );
         }
     }
 
@@ -2138,6 +2128,10 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     // Every input partition gets a queue of its own, so that a task reads its partitions
     // separately and knows which one has reached its end (librdkafka keeps the split across
     // assignments). Records that reach the consumer's queue anyway are buffered the same way.
+    // Series that start at zero, so that rates and alerts see them before the first error.
+    for topic in [&t.clicks, &t.conversions] {
+        h.metrics.input_errors.with_label_values(&[topic.as_str()]);
+    }
     let mut queues = Vec::with_capacity(clicks_partitions * STREAMS);
     for p in 0..clicks_partitions as i32 {
         for (stream, topic) in [&t.clicks, &t.conversions].into_iter().enumerate() {
@@ -2204,7 +2198,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
                 return Err(e);
             }
             if fetch_trouble {
-                w.refetch_ends(&consumer);
+                w.forget_ends();
             }
             read += w.read_queues(&mut queues, &consumer);
             let processed_before = w.processed;

@@ -673,8 +673,9 @@ fn natural(seed: u64, count: usize, devices: usize) -> Vec<GenRecord> {
 fn produce_paced(s: &Settings, records: Vec<GenRecord>) -> std::thread::JoinHandle<()> {
     let s = s.clone();
     std::thread::spawn(move || {
+        let producer = attrib::demo::input_producer(&s.brokers).unwrap();
         for chunk in records.chunks(8) {
-            produce(&s.brokers, &s, chunk).unwrap();
+            attrib::demo::send_records(&producer, &s, chunk).unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
     })
