@@ -21,7 +21,7 @@
 //!   (90 % clicks, 10 % conversions, keys spread over all partitions). The pass-through is timed
 //!   on every record, attrib on its conversions (one action each); attrib hands a task's
 //!   clicks and conversions out in record-timestamp order, so a conversion waits until a later
-//!   click of its partition has been fetched, or at most `input_grace_ms` (250 ms by default)
+//!   click of its partition has been fetched, or at most `input_grace_ms` (500 ms by default)
 //!   when the clicks partition is read to its end. That wait is part of attrib's figure: on
 //!   average about the gap between two clicks of a partition, at 1,000 records/s 4 ms over
 //!   Kafka's 4 partitions and 18 ms over the mock's 16. `ATTRIB_INPUT_GRACE_MS=0
@@ -445,38 +445,13 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
 }
 
 /// Writes `records` in order, stamped with the wall clock at the write (librdkafka's
-/// `CreateTime`), like the latency generator. Not `attrib::demo::produce`: it gives every record
-/// a distinct millisecond, so writing faster than 1,000 records/s puts timestamps in the future
-/// (about 500 s ahead after 500,000 records, and more with each case of the process), which attrib
-/// holds for `input_grace_ms` in its timestamp order. The order still holds here: every click is
-/// written before every conversion, and attrib takes the click on a tie.
+/// `CreateTime`), like the latency generator; not with `demo::produce`'s distinct milliseconds,
+/// which run ahead of the clock at these rates (a broker refuses timestamps more than
+/// `log.message.timestamp.after.max.ms` ahead). Every click is written before every
+/// conversion, and attrib takes the click on a tie.
 fn produce(s: &Settings, records: &[GenRecord]) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &s.brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
-    for r in records {
-        let mut rec: BaseRecord<'_, str, str> =
-            BaseRecord::to(attrib::demo::topic_name(s, r.topic));
-        if let Some(k) = &r.key {
-            rec = rec.key(k);
-        }
-        if let Some(v) = &r.value {
-            rec = rec.payload(v);
-        }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(())
+    let producer = attrib::demo::input_producer(&s.brokers)?;
+    attrib::demo::send_records(&producer, s, records, attrib::demo::Stamp::WallClock)
 }
 
 /// A client that reads the consumer group's committed offsets (kept for the whole case, so

@@ -2152,6 +2152,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let interval = Duration::from_millis(settings.commit_interval_ms);
     let mut last_commit = Instant::now();
     let mut last_tables = Instant::now() - Duration::from_secs(1);
+    let mut was_unreadable = false;
     let result = (|| -> Result<()> {
         loop {
             h.heartbeat.beat();
@@ -2201,6 +2202,15 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
                 w.forget_ends();
             }
             read += w.read_queues(&mut queues, &consumer);
+            // An input partition that cannot be read makes the instance not ready (its task
+            // waits for it) until it reads again.
+            let unreadable = queues.iter().any(|q| q.error_logged);
+            if unreadable {
+                h.ready.store(false, Ordering::Release);
+            } else if was_unreadable {
+                h.ready.store(true, Ordering::Release);
+            }
+            was_unreadable = unreadable;
             let processed_before = w.processed;
             let due = w.process_ready(&consumer)?;
             let progressed = read > 0 || w.processed > processed_before;

@@ -675,7 +675,8 @@ fn produce_paced(s: &Settings, records: Vec<GenRecord>) -> std::thread::JoinHand
     std::thread::spawn(move || {
         let producer = attrib::demo::input_producer(&s.brokers).unwrap();
         for chunk in records.chunks(8) {
-            attrib::demo::send_records(&producer, &s, chunk).unwrap();
+            attrib::demo::send_records(&producer, &s, chunk, attrib::demo::Stamp::Distinct)
+                .unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
     })
@@ -740,6 +741,46 @@ fn crash_test_sigkill_at_random_moments_output_is_exactly_the_replay() {
         "{} task waits gave up on a partition (enforced processing)",
         log.matches("processing ahead of it").count()
     );
+    // Fast rejoin (static membership): from each start to its partitions restored.
+    let mut rejoins = Vec::new();
+    let mut started: Option<chrono::DateTime<chrono::FixedOffset>> = None;
+    for line in log.lines() {
+        let plain: String = strip_ansi(line);
+        let ts = plain
+            .split_whitespace()
+            .next()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if plain.contains("starting attrib pipeline") {
+            started = ts;
+        } else if plain.contains("state restored") {
+            if let (Some(a), Some(b)) = (started.take(), ts) {
+                rejoins.push((b - a).num_milliseconds());
+            }
+        }
+    }
+    rejoins.sort();
+    eprintln!(
+        "start to partitions restored, ms (each start): median {:?}, max {:?}, all {rejoins:?}",
+        rejoins.get(rejoins.len() / 2),
+        rejoins.last()
+    );
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Input written while attrib has never run: on start, a fetch may bring a partition's
