@@ -1172,7 +1172,10 @@ impl TestRegistry {
     }
 
     fn start_with(tls: Option<native_tls::TlsAcceptor>) -> TestRegistry {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        TestRegistry::serve_on(TcpListener::bind("127.0.0.1:0").unwrap(), tls)
+    }
+
+    fn serve_on(listener: TcpListener, tls: Option<native_tls::TlsAcceptor>) -> TestRegistry {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(RegistryState::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -1740,6 +1743,54 @@ fn run_mock_pipeline(f: impl FnOnce(&mut Settings)) -> (Settings, Vec<ReadBack>)
     run.stop();
     let out = read_topics(&brokers, &[&s.topics.actions, &s.topics.invalid_actions]).unwrap();
     (s, out)
+}
+
+/// A Schema Registry that is down when attrib starts (attrib cannot register its output
+/// schema) and comes up 3 s later: attrib retries by itself, releasing what the failed start
+/// opened (its RocksDB store), and becomes ready and writes Avro actions.
+#[test]
+fn registry_down_at_start_is_picked_up_when_it_comes_back() {
+    use InputTopic::*;
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = common::test_settings(&brokers, Guarantee::AtLeastOnce, dir.path());
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    s.schema_registry_url = Some(format!("http://{addr}"));
+    s.output_formats.actions = Some(OutputFormat::Avro);
+    for (t, p) in common::topics_of(&s, 1) {
+        cluster.create_topic(&t, p, 1).unwrap();
+    }
+    produce(&brokers, &s, &[
+        common::rec(Config, "program/p1", r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD"}"#),
+        common::rec(Config, "contract/p1/pa1", r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"percent":"10"}}}"#),
+    ])
+    .unwrap();
+    let run = common::Running::start(&s);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !run.handles.ready.load(Ordering::Acquire),
+        "not ready while the registry is down"
+    );
+    let reg = TestRegistry::serve_on(TcpListener::bind(addr).unwrap(), None);
+    run.wait_ready(Duration::from_secs(60));
+    produce(&brokers, &s, &[
+        common::rec(Clicks, "d-1", r#"{"type":"click","click_id":"c-1","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T10:00:00Z","device_id":"d-1"}"#),
+        common::rec(Conversions, "d-1", r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-1","occurred_at":"2026-11-02T10:00:00Z","device_id":"d-1","order_subtotal":"80"}"#),
+    ])
+    .unwrap();
+    wait_consumed(&run.handles, 2, Duration::from_secs(60)).unwrap();
+    run.stop();
+    let out = read_topics(&brokers, &[&s.topics.actions]).unwrap();
+    let actions = records_of(&out, &s.topics.actions);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let (key, value) = &actions[0];
+    assert_eq!(value[..5], confluent_header(1));
+    check_action(key, &parse(&datum_to_json("action", &value[5..]).unwrap()));
+    assert_eq!(reg.state.lock().unwrap().subjects.len(), 1);
 }
 
 /// The records of one topic: (key, value).
