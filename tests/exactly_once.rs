@@ -138,8 +138,9 @@ impl Instance {
     }
 
     fn restart(&mut self) {
-        let next = Instance::start(self.env.clone(), self.log.clone());
-        self.child = next.child;
+        let mut next = Instance::start(self.env.clone(), self.log.clone());
+        std::mem::swap(&mut self.child, &mut next.child);
+        // `next` now holds the old (killed) child; dropping it is a no-op.
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -157,6 +158,17 @@ impl Instance {
             }
             assert!(Instant::now() < deadline, "attrib did not stop within 60 s");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A test that fails leaves no attrib process behind (it would keep running against a broker
+/// that is gone).
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
