@@ -5,20 +5,25 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Starts `attrib run` (brokers unreachable unless `env` says otherwise) with its stderr in
+/// `dir/stderr`.
+fn spawn_attrib(env: &[(&str, String)], dir: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_attrib"))
+        .arg("run")
+        .env("ATTRIB_STATE_DIR", dir.join("state"))
+        .env("ATTRIB_BROKERS", "127.0.0.1:1")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs `attrib run` with the environment; returns (exit code, stderr) or kills it after
 /// `timeout`.
 fn run_attrib(env: &[(&str, String)], timeout: Duration) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attrib"))
-        .arg("run")
-        .env("ATTRIB_STATE_DIR", dir.path().join("state"))
-        .env("ATTRIB_BROKERS", "127.0.0.1:1")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_attrib(env, dir.path());
     let deadline = Instant::now() + timeout;
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -31,7 +36,10 @@ fn run_attrib(env: &[(&str, String)], timeout: Duration) -> (Option<i32>, String
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (code, std::fs::read_to_string(&log).unwrap())
+    (
+        code,
+        std::fs::read_to_string(dir.path().join("stderr")).unwrap(),
+    )
 }
 
 fn free_addr() -> String {
@@ -53,40 +61,34 @@ fn http_address_in_use_exits_non_zero_at_once() {
 
 #[test]
 fn invalid_librdkafka_option_exits_non_zero_naming_it() {
-    let (code, err) = run_attrib(
-        &[
-            ("ATTRIB_HTTP_ADDR", free_addr()),
-            ("ATTRIB_KAFKA_NO_SUCH_OPTION", "1".into()),
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
-    assert!(err.contains("no.such.option"), "{err}");
-    let (code, err) = run_attrib(
-        &[
-            ("ATTRIB_HTTP_ADDR", free_addr()),
-            ("ATTRIB_KAFKA_ENABLE_IDEMPOTENCE", "false".into()),
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
-    assert!(err.contains("kafka.enable.idempotence"), "{err}");
+    for (var, value, named) in [
+        ("ATTRIB_KAFKA_NO_SUCH_OPTION", "1", "no.such.option"),
+        (
+            "ATTRIB_KAFKA_ENABLE_IDEMPOTENCE",
+            "false",
+            "kafka.enable.idempotence",
+        ),
+    ] {
+        let (code, err) = run_attrib(
+            &[("ATTRIB_HTTP_ADDR", free_addr()), (var, value.into())],
+            Duration::from_secs(20),
+        );
+        assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+        assert!(err.contains(named), "{err}");
+    }
 }
 
 #[test]
 fn unreachable_broker_is_reported_and_sigterm_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attrib"))
-        .arg("run")
-        .env("ATTRIB_STATE_DIR", dir.path().join("state"))
-        .env("ATTRIB_BROKERS", "127.0.0.1:1")
-        .env("ATTRIB_HTTP_ADDR", free_addr())
-        .env("ATTRIB_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_attrib(
+        &[
+            ("ATTRIB_HTTP_ADDR", free_addr()),
+            ("ATTRIB_LOG_LEVEL", "info".into()),
+        ],
+        dir.path(),
+    );
     // One clear line within seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
