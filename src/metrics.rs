@@ -34,6 +34,8 @@ pub struct Metrics {
     pub enforced_processing: IntCounter,
     /// Errors fetching input partitions (e.g. a batch that cannot be decompressed), by topic.
     pub input_errors: IntCounterVec,
+    /// Background commits abandoned because a Kafka call did not return in time.
+    pub stuck_commits: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -116,9 +118,17 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(enforced_processing.clone()))
             .expect("unique metric");
+        let stuck_commits = IntCounter::new(
+            "attrib_stuck_commits_total",
+            "Transaction commits abandoned because a Kafka call did not return within 90 s (the pipeline restarts from the committed state).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(stuck_commits.clone()))
+            .expect("unique metric");
         let secs = exponential_buckets(0.001, 2.0, 16).expect("valid buckets");
         Metrics {
             enforced_processing,
+            stuck_commits,
             input_errors: counter_vec(
                 &r,
                 "attrib_input_errors_total",

@@ -754,6 +754,33 @@ struct InFlight {
     jobs: Vec<CommitJob>,
 }
 
+/// How long a background commit may take before it counts as stuck. Each of its Kafka calls
+/// has [`KAFKA_TIMEOUT`], but librdkafka's `send_offsets_to_transaction` waits without one
+/// (`RD_POLL_INFINITE`, trusting its request handlers to answer): during a broker failover
+/// it was seen never to return.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A background commit's end, or that it did not end in time.
+enum Joined<T> {
+    Done(T),
+    Stuck,
+}
+
+/// Joins `handle` if its thread ends by `deadline`; otherwise detaches it.
+fn join_by<T>(handle: std::thread::JoinHandle<Result<T>>, deadline: Instant) -> Joined<Result<T>> {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return Joined::Stuck;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Joined::Done(
+        handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the commit thread panicked"))),
+    )
+}
+
 struct CommitJob {
     partition: i32,
     /// The input positions the transaction commits.
@@ -1371,25 +1398,43 @@ impl Worker {
         };
         let m = self.handles.metrics.clone();
         let mut first_error = None;
+        let deadline = f.started + COMMIT_DEADLINE;
         for job in f.jobs {
-            let r = job
-                .handle
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("partition {}: commit panicked", job.partition)));
+            let outcome = join_by(job.handle, deadline);
             let Some(task) = self.tasks.get_mut(&job.partition) else {
                 continue;
             };
             task.committing = false;
-            match r {
-                Ok(()) => {
+            match outcome {
+                Joined::Done(Ok(())) => {
                     m.transactions.with_label_values(&["commit"]).inc();
                     task.head = Some(task.next_segment());
                     task.seq += 1;
                     task.positions = job.positions;
                 }
-                Err(e) => {
+                Joined::Stuck => {
+                    // The producer is left to its thread (it cannot be used or destroyed
+                    // while a call of its is running); the restart's new producer with the
+                    // task's transactional id fences it and aborts its transaction.
                     m.transactions.with_label_values(&["abort"]).inc();
-                    let _ = task.producer.abort_transaction(KAFKA_TIMEOUT);
+                    m.stuck_commits.inc();
+                    error!(
+                        partition = job.partition,
+                        "a transaction commit did not return within {COMMIT_DEADLINE:?}; \
+                         abandoning the task's producer and restarting from the committed state"
+                    );
+                    task.deferred.clear();
+                    task.deferred_begin = false;
+                    first_error.get_or_insert(anyhow!(
+                        "partition {}: transaction commit stuck for {COMMIT_DEADLINE:?}",
+                        job.partition
+                    ));
+                }
+                Joined::Done(Err(e)) => {
+                    m.transactions.with_label_values(&["abort"]).inc();
+                    if let Err(a) = task.producer.abort_transaction(KAFKA_TIMEOUT) {
+                        warn!(partition = job.partition, error = %a, "cannot abort the failed transaction");
+                    }
                     task.deferred.clear();
                     task.deferred_begin = false;
                     first_error.get_or_insert(e);
@@ -1525,7 +1570,14 @@ impl Worker {
         // pipeline restarts from whatever committed).
         if let Some(f) = self.in_flight.take() {
             for job in f.jobs {
-                let _ = job.handle.join();
+                if let Joined::Stuck = join_by(job.handle, f.started + COMMIT_DEADLINE) {
+                    self.handles.metrics.stuck_commits.inc();
+                    error!(partition = job.partition, "a transaction commit did not return within {COMMIT_DEADLINE:?}; abandoning the task's producer");
+                    // Its transaction is aborted by the next owner's initialisation.
+                    if let Some(task) = self.tasks.get_mut(&job.partition) {
+                        task.txn_open = false;
+                    }
+                }
             }
         }
         for task in self.tasks.values_mut() {
@@ -2255,4 +2307,31 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     drop(queues);
     drop(consumer);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_that_ends_in_time_is_joined_with_its_result() {
+        let h = std::thread::spawn(|| -> Result<u8> { Ok(7) });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(matches!(join_by(h, deadline), Joined::Done(Ok(7))));
+        let h = std::thread::spawn(|| -> Result<u8> { bail!("refused") });
+        assert!(matches!(join_by(h, deadline), Joined::Done(Err(_))));
+    }
+
+    #[test]
+    fn a_commit_that_does_not_end_by_the_deadline_is_abandoned() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // Blocks until the test ends, like a Kafka call that never returns.
+        let h = std::thread::spawn(move || -> Result<()> {
+            let _ = rx.recv();
+            Ok(())
+        });
+        let r = join_by(h, Instant::now() + Duration::from_millis(50));
+        assert!(matches!(r, Joined::Stuck));
+        drop(tx);
+    }
 }

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of `attrib replay` (DESIGN.md §1-§3, §5).
+"""Independent reference implementation of `attrib replay` (DESIGN.md §1-§3, §5, §6).
 
-Usage: python3 attrib_ref.py IN.jsonl > OUT.jsonl
+Usage: python3 attrib_ref.py [--stitching] [--config FILE] IN.jsonl > OUT.jsonl
+
+Cross-device identity stitching (§6) is on with `--stitching`, with the environment
+variable ATTRIB_IDENTITY_STITCHING=true (or 1), or with `identity.stitching = true` in
+the TOML file given by `--config`; it is off by default.
 
 Standard library only.  Input money is parsed with `decimal` from the JSON text
 (never through float); all attribution arithmetic is done with exact rationals
@@ -12,6 +16,7 @@ significant digits.
 """
 
 import json
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -31,7 +36,7 @@ PROMO_POLICIES = ("always", "if_involved", "if_winner")
 KINDS = ("standard", "creator")
 SCOPES = ("all", "specific")
 
-TOPICS = ("clicks", "conversions", "promo_codes", "config")
+TOPICS = ("clicks", "conversions", "identities", "promo_codes", "config")
 
 
 # ---------------------------------------------------------------- JSON numbers
@@ -457,6 +462,15 @@ def v_change(o):
     return r
 
 
+def v_identify(o):
+    check_type(o, ("identify",), "identify")
+    return {
+        "device_id": f_str(o, "device_id", True),
+        "customer_id": f_str(o, "customer_id", True),
+        "t": f_time(o, "occurred_at", True),
+    }
+
+
 # ---------------------------------------------------------------- engine
 
 class Journey:
@@ -469,14 +483,23 @@ class Journey:
 
 
 class Engine:
-    def __init__(self, out):
+    def __init__(self, out, stitching=False):
         self.out = out
+        self.stitching = stitching
         self.programs = {}
         self.contracts = {}
         self.cross = {}
         self.promos = {}
+        # Journey keys: stitching off, the record's key string (§1); stitching on,
+        # ("c", customer_id) for a customer's journey and ("d", device_id) for a
+        # device's anonymous journey, so the two never meet even if the ids are equal.
         self.journeys = {}
         self.seq = 0
+        # §6: device_id -> customer_id (the first link stands)
+        self.links = {}
+        # what §6 counts in the metrics (no output; read by selftest.py)
+        self.counts = {"links": 0, "conflicts": 0, "moves": 0, "moved_clicks": 0,
+                       "dropped_clicks": 0, "moved_orders": 0, "dropped_orders": 0}
 
     # ---- output
     def emit(self, topic, key, value, headers=None):
@@ -508,6 +531,8 @@ class Engine:
         if not isinstance(topic, str) or topic not in TOPICS:
             self.dlq(None, text, "unknown topic", topic if isinstance(topic, str) else "replay", offset)
             return
+        if topic == "identities" and not self.stitching:
+            return  # §6: with stitching off, identify records are not read at all
         key = rec.get("key")
         if key is not None and not isinstance(key, str):
             self.dlq(None, text, "key is not a string", "replay", offset)
@@ -520,6 +545,8 @@ class Engine:
                 self.on_promo(key, value)
             elif topic == "clicks":
                 self.on_click(key, value)
+            elif topic == "identities":
+                self.on_identify(key, value)
             else:
                 self.on_change(key, value)
         except Bad as e:
@@ -596,13 +623,76 @@ class Engine:
             j = self.journeys[k] = Journey()
         return j
 
+    # ---- §6 identity stitching
+    def route(self, key, r, kind):
+        """Stitching on: check the key rules, apply the record's link (moving the
+        device's anonymous journey first) and return the journey the record belongs to."""
+        dev, cust = r["device_id"], r["customer_id"]
+        if dev is not None and key is not None and key != dev:
+            raise Bad("key %s is not the record's device_id %s" % (json.dumps(key), json.dumps(dev)))
+        if kind in ("modification", "reversal"):
+            if dev is None and cust is None:
+                raise Bad("%s carries neither device_id nor customer_id" % kind)
+        elif dev is not None and cust is not None:
+            self.link(dev, cust)
+        if cust is not None:
+            return ("c", cust)
+        if dev is None:
+            if key is None:
+                raise Bad("no key: neither device_id nor customer_id")
+            dev = key  # a click or conversion without ids belongs to the device of its key
+        linked = self.links.get(dev)
+        return ("c", linked) if linked is not None else ("d", dev)
+
+    def link(self, dev, cust):
+        cur = self.links.get(dev)
+        if cur is not None:
+            if cur != cust:
+                self.counts["conflicts"] += 1  # the first link stands
+            return
+        self.links[dev] = cust
+        self.counts["links"] += 1
+        anon = self.journeys.pop(("d", dev), None)
+        if anon is not None:
+            self.move(anon, self.journey(("c", cust)))
+
+    def move(self, src, dst):
+        """The anonymous journey src joins dst: its clicks arrive now, in their own
+        order, after dst's; dst's click ids and orders win collisions."""
+        self.counts["moves"] += 1
+        for c in src.clicks:  # in arrival order
+            if c["click_id"] in dst.click_ids:
+                self.counts["dropped_clicks"] += 1
+                continue
+            dst.click_ids.add(c["click_id"])
+            self.seq += 1
+            c["seq"] = self.seq
+            dst.clicks.append(c)
+            self.counts["moved_clicks"] += 1
+        for okey, o in src.orders.items():
+            if okey in dst.orders:
+                self.counts["dropped_orders"] += 1
+                continue
+            dst.orders[okey] = o
+            self.counts["moved_orders"] += 1
+
+    def on_identify(self, key, value):
+        if value is None:
+            raise Bad("tombstone on identities")
+        if not isinstance(value, dict):
+            raise Bad("value not an object")
+        r = v_identify(value)
+        if key is not None and key != r["device_id"]:
+            raise Bad("key %s is not the record's device_id %s" % (json.dumps(key), json.dumps(r["device_id"])))
+        self.link(r["device_id"], r["customer_id"])
+
     def on_click(self, key, value):
         if value is None:
             raise Bad("tombstone on clicks")
         if not isinstance(value, dict):
             raise Bad("value not an object")
         c = v_click(value)
-        k = self.journey_key(key, value)
+        k = self.route(key, c, "click") if self.stitching else self.journey_key(key, value)
         j = self.journey(k)
         if c["click_id"] in j.click_ids:
             return  # duplicate: the first one stands
@@ -617,7 +707,7 @@ class Engine:
         if not isinstance(value, dict):
             raise Bad("value not an object")
         r = v_change(value)
-        k = self.journey_key(key, value)
+        k = self.route(key, r, r["type"]) if self.stitching else self.journey_key(key, value)
         if r["type"] == "conversion":
             self.on_conversion(k, r)
         else:
@@ -797,7 +887,7 @@ class Engine:
         if promo_credit:
             credits.append({
                 "partner_id": assign["partner_id"], "w": Fraction(1), "pub_w": 1_000_000,
-                "referral_type": "promo_code", "click_id": None, "promo_code": code,
+                "referral_type": "promo_code", "click_id": None, "device_id": None, "promo_code": code,
                 "referring_at": T, "shared_id": None, "sub_ids": [],
                 "terms": self.contract(pid, assign["partner_id"])["payout"],
             })
@@ -833,7 +923,8 @@ class Engine:
                 credits.append({
                     "partner_id": c["partner_id"], "w": w, "pub_w": pw,
                     "referral_type": "click" if c["program_id"] == pid else "cross_program_click",
-                    "click_id": c["click_id"], "promo_code": None, "referring_at": c["t"],
+                    "click_id": c["click_id"], "device_id": c["device_id"], "promo_code": None,
+                    "referring_at": c["t"],
                     "shared_id": c["shared_id"], "sub_ids": list(c["sub_ids"] or []),
                     "terms": self.contract(pid, c["partner_id"])["payout"],
                 })
@@ -869,7 +960,8 @@ class Engine:
             "currency": r["currency"] if r["currency"] is not None else P["currency"],
             "locking_at": T + P["locking_days"] * DAY_MS,
             "journey": {
-                "touchpoints": [{"click_id": c["click_id"], "program_id": c["program_id"],
+                "touchpoints": [{"click_id": c["click_id"], "device_id": c["device_id"],
+                                 "program_id": c["program_id"],
                                  "partner_id": c["partner_id"], "occurred_at": fmt_time(c["t"])} for c in tps],
                 "total": total,
             },
@@ -903,6 +995,7 @@ class Engine:
                 "payout": fmt_micro(cp),
                 "referral_type": cr["referral_type"],
                 "click_id": cr["click_id"],
+                "device_id": cr["device_id"],
                 "promo_code": cr["promo_code"],
                 "referring_at": fmt_time(cr["referring_at"]),
                 "shared_id": cr["shared_id"],
@@ -947,13 +1040,70 @@ class Engine:
         o["last_amount"], o["last_payout"] = amount, payout
 
 
+USAGE = "usage: attrib_ref.py [--stitching] [--config FILE] IN.jsonl > OUT.jsonl\n"
+
+
+def parse_bool(text, where):
+    t = text.strip().lower()
+    if t in ("true", "1"):
+        return True
+    if t in ("false", "0", ""):
+        return False
+    raise ValueError("%s: %r is not true/false/1/0" % (where, text))
+
+
+def stitching_setting(flag, config_path, environ):
+    """--stitching > ATTRIB_IDENTITY_STITCHING > identity.stitching in --config > off."""
+    if flag:
+        return True
+    env = environ.get("ATTRIB_IDENTITY_STITCHING")
+    if env is not None:
+        return parse_bool(env, "ATTRIB_IDENTITY_STITCHING")
+    if config_path is not None:
+        import tomllib
+        with open(config_path, "rb") as f:
+            cfg = tomllib.load(f)
+        v = (cfg.get("identity") or {}).get("stitching")
+        if v is None:
+            return False
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str):
+            return parse_bool(v, "identity.stitching")
+        raise ValueError("identity.stitching: not a boolean")
+    return False
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.stderr.write("usage: attrib_ref.py IN.jsonl > OUT.jsonl\n")
+    args = sys.argv[1:]
+    flag, config_path, paths = False, None, []
+    while args:
+        a = args.pop(0)
+        if a == "--":
+            paths.extend(args)
+            break
+        if a == "--stitching":
+            flag = True
+        elif a == "--config" and args:
+            config_path = args.pop(0)
+        elif a.startswith("--config="):
+            config_path = a[len("--config="):]
+        elif a.startswith("--"):
+            sys.stderr.write(USAGE)
+            sys.exit(2)
+        else:
+            paths.append(a)
+    if len(paths) != 1:
+        sys.stderr.write(USAGE)
+        sys.exit(2)
+    try:
+        stitching = stitching_setting(flag, config_path, os.environ)
+    except (ValueError, OSError) as e:
+        sys.stderr.write("attrib_ref.py: %s\n" % e)
         sys.exit(2)
     out = sys.stdout
-    eng = Engine(out)
-    with open(sys.argv[1], "rb") as f:
+    eng = Engine(out, stitching)
+    with open(paths[0], "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":

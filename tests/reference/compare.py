@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Compare two `attrib replay` outputs.
 
-Usage: python3 compare.py A.jsonl B.jsonl
+Usage: python3 compare.py [--ignore-device-ids] A.jsonl B.jsonl
 
 Ignores `processed_at` (actions), `detail` (invalid actions) and the text of the DLQ
-header `attrib.error`.  Action ids are mapped, per file, to a canonical form
+header `attrib.error`.  Everything else is compared, including the `device_id` of each
+credit and of each `journey.touchpoints` entry (DESIGN.md §2, §6): a missing, extra,
+differing or misplaced `device_id` is a difference.  `--ignore-device-ids` (off by
+default) drops those two nested `device_id` fields from both sides before comparing, for
+an implementation that does not write them yet; the action's own `device_id` is still
+compared.  Action ids are mapped, per file, to a canonical form
 "<program_id>|<event_type>|<order_id>#n", where n counts the distinct ids that file
 used for that order (0 for the first), so "ID:..." and UUIDs compare equal when each
 file uses one id per order consistently.  An id used for two different orders is
@@ -68,6 +73,20 @@ def unordered(v):
     return ("s", v)
 
 
+IGNORE_DEVICE_IDS = False
+
+
+def drop_nested_device_ids(v):
+    for c in v.get("credits") or []:
+        if isinstance(c, dict):
+            c.pop("device_id", None)
+    j = v.get("journey")
+    if isinstance(j, dict):
+        for t in j.get("touchpoints") or []:
+            if isinstance(t, dict):
+                t.pop("device_id", None)
+
+
 def normalize(lineno, text, canon, stats):
     try:
         o = json.loads(text, parse_float=Decimal, parse_int=Decimal)
@@ -82,6 +101,8 @@ def normalize(lineno, text, canon, stats):
     if topic == "actions" and isinstance(v, dict):
         v = dict(v)
         v.pop("processed_at", None)
+        if IGNORE_DEVICE_IDS:
+            drop_nested_device_ids(v)
         triple = (v.get("program_id"), v.get("event_type"), v.get("order_id"))
         aid = v.get("action_id")
         if aid != o.get("key"):
@@ -104,29 +125,71 @@ def normalize(lineno, text, canon, stats):
     return ("other", unordered(o))
 
 
+MISSING = object()
+
+
+def diff_paths(a, b, path, out, limit=6):
+    """Appends to out the paths (e.g. credits[1].device_id) where a and b differ."""
+    if len(out) >= limit:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(a) + [k for k in b if k not in a]
+        before = len(out)
+        for k in keys:
+            sub = "%s.%s" % (path, k) if path else k
+            x, y = a.get(k, MISSING), b.get(k, MISSING)
+            if x is MISSING or y is MISSING:
+                out.append(sub + (" (only in B)" if x is MISSING else " (only in A)"))
+            elif ordered(x) != ordered(y):
+                diff_paths(x, y, sub, out, limit)
+            if len(out) >= limit:
+                return
+        if len(out) == before and list(a) != list(b):
+            out.append((path or "value") + " <field order>")
+        return
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if ordered(x) != ordered(y):
+                diff_paths(x, y, "%s[%d]" % (path, i), out, limit)
+        return
+    if isinstance(a, list) and isinstance(b, list):
+        out.append("%s (lengths %d, %d)" % (path, len(a), len(b)))
+        return
+    out.append(path)
+
+
 def field_hint(la, lb):
-    """Names the differing fields of two same-topic lines, if it can."""
+    """Names the differing fields of two same-topic lines, nested ones by path
+    (credits[0].device_id, journey.touchpoints[3].device_id), if it can."""
     try:
         a = json.loads(la, parse_float=Decimal, parse_int=Decimal)
         b = json.loads(lb, parse_float=Decimal, parse_int=Decimal)
         va, vb = a.get("value"), b.get("value")
         if a.get("topic") != b.get("topic") or not isinstance(va, dict) or not isinstance(vb, dict):
             return ""
-        ignore = {"processed_at", "detail", "action_id"}
-        names = [k for k in list(va) + [k for k in vb if k not in va]
-                 if k not in ignore and unordered(va.get(k)) != unordered(vb.get(k))]
-        if not names and list(va) != list(vb):
-            names = ["<field order>"]
+        if IGNORE_DEVICE_IDS and a.get("topic") == "actions":
+            drop_nested_device_ids(va)
+            drop_nested_device_ids(vb)
+        ignore = ("processed_at", "detail", "action_id")
+        va = {k: x for k, x in va.items() if k not in ignore}
+        vb = {k: x for k, x in vb.items() if k not in ignore}
+        names = []
+        diff_paths(va, vb, "", names)
         return " (fields: %s)" % ", ".join(names) if names else ""
     except Exception:
         return ""
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.stderr.write("usage: compare.py A.jsonl B.jsonl\n")
+    global IGNORE_DEVICE_IDS
+    args = sys.argv[1:]
+    if "--ignore-device-ids" in args:
+        IGNORE_DEVICE_IDS = True
+        args = [a for a in args if a != "--ignore-device-ids"]
+    if len(args) != 2 or any(a.startswith("--") for a in args):
+        sys.stderr.write("usage: compare.py [--ignore-device-ids] A.jsonl B.jsonl\n")
         sys.exit(2)
-    a_path, b_path = sys.argv[1], sys.argv[2]
+    a_path, b_path = args
     A, B = load(a_path), load(b_path)
     ca, cb = Canon(), Canon()
     sa, sb = {}, {}

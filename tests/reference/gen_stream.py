@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Random `attrib replay` input streams covering the rules of DESIGN.md §1-§3.
+"""Random `attrib replay` input streams covering the rules of DESIGN.md §1-§3 (and §6).
 
-Usage: python3 gen_stream.py SEED N > stream.jsonl
+Usage: python3 gen_stream.py SEED N [--stitching] > stream.jsonl
 
 About N lines.  Deterministic for a given SEED (only random.Random(SEED) is used).
+With --stitching the stream is a cross-device one for `attrib replay` with identity
+stitching on (DESIGN.md §6): customers with 2-3 devices, anonymous browsing, identify
+records, logins on clicks and conversions, conflicting links, changes keyed by device
+or carrying customer_id, click-id and order collisions on a move, equal times across
+devices, and a few records that break §6's key rules.  Without the flag the output is
+exactly what it was before §6 existed.
 The stream stays inside the territory DESIGN.md decides (see README.md in
 this folder): no blank lines, no malformed table tombstone keys, no
 money strings in exotic syntaxes, no numbers with exponents, no non-string keys.
@@ -60,7 +66,8 @@ def case_mix(rng, s):
 
 
 class Gen:
-    def __init__(self, seed, n):
+    def __init__(self, seed, n, stitching=False):
+        self.stitching = stitching
         self.rng = random.Random(seed)
         self.n = n
         self.out = []          # (emit_ms, seq, line)
@@ -73,6 +80,11 @@ class Gen:
         self.click_no = 0
         self.devices = []
         self.customers = []
+        # --stitching model (unused otherwise)
+        self.people = []       # customers: {"id": customer_id, "devices": [device ids]}
+        self.anon = []         # devices that never log in
+        self.linked = {}       # device -> customer, in generation order (an estimate of the links)
+        self.logged_clicks = {}  # customer -> recent click ids made while logged in
 
     # ---------------------------------------------------------------- output
     def put(self, emit, topic, key, value):
@@ -408,10 +420,13 @@ class Gen:
             return t + rng.randrange(1, 3 * HOUR)       # late
         return t
 
-    def click(self, t, ident, pid, partner, cid=None):
+    def click(self, t, ident, pid, partner, cid=None, bare=False):
         rng = self.rng
         dev, cust = ident
-        key, d, c = self.key_for(dev, cust)
+        if bare:
+            key, d, c = dev, None, None   # neither id: the key names the device (§6)
+        else:
+            key, d, c = self.key_for(dev, cust)
         if cid is None:
             self.click_no += 1
             cid = "c-%06d" % self.click_no
@@ -465,10 +480,13 @@ class Gen:
             out.append(it)
         return out
 
-    def conversion(self, t, ident, pid, et, oid):
+    def conversion(self, t, ident, pid, et, oid, bare=False):
         rng = self.rng
         dev, cust = ident
-        key, d, c = self.key_for(dev, cust)
+        if bare:
+            key, d, c = dev, None, None   # neither id: the key names the device (§6)
+        else:
+            key, d, c = self.key_for(dev, cust)
         v = {"type": "conversion", "program_id": pid, "event_type": et, "order_id": oid,
              "occurred_at": self.ts(t)}
         if rng.random() < 0.1:
@@ -546,19 +564,22 @@ class Gen:
             tot += q * self.cents(it.get("unit_price"))
         return tot
 
-    def change(self, t, key, conv, typ, unknown=False):
+    def change(self, t, key, conv, typ, unknown=False, ctx=None):
         rng = self.rng
         v = {"type": typ, "program_id": conv["program_id"], "event_type": conv["event_type"],
              "order_id": conv["order_id"] if not unknown else "o-missing-%d" % rng.randrange(10 ** 6),
              "occurred_at": self.ts(t)}
-        k = key
-        if k is None or rng.random() < 0.05:
-            # key derived from the payload
-            k = None
-            if conv.get("device_id") is not None:
-                v["device_id"] = conv["device_id"]
-            else:
-                v["customer_id"] = conv.get("customer_id")
+        if self.stitching:
+            k = self.change_ids(v, key, conv, ctx)
+        else:
+            k = key
+            if k is None or rng.random() < 0.05:
+                # key derived from the payload
+                k = None
+                if conv.get("device_id") is not None:
+                    v["device_id"] = conv["device_id"]
+                else:
+                    v["customer_id"] = conv.get("customer_id")
         if unknown and rng.random() < 0.3:
             v["event_type"] = "other"
         if typ == "modification":
@@ -584,6 +605,35 @@ class Gen:
         ld = p.get("locking_days")
         return 45 if ld is None else ld
 
+    def click_plan(self, t_conv, pid, account, members, prev):
+        """(program, partner, time) of one click of a session converting at t_conv."""
+        rng = self.rng
+        r = rng.random()
+        cp = pid
+        if r < 0.15:
+            cp = rng.choice(ACCOUNT_PROGRAMS.get(account, ["p1"]))
+        elif r < 0.2:
+            cp = rng.choice(list(PROGRAMS))
+        partner = rng.choice(members) if rng.random() < 0.8 else rng.choice(PARTNERS)
+        r = rng.random()
+        if r < 0.5:
+            ct = t_conv - rng.randrange(0, 3 * DAY)
+        elif r < 0.8:
+            ct = t_conv - rng.randrange(0, 20 * DAY)
+        elif r < 0.88:
+            ct = t_conv - rng.randrange(0, 70 * DAY)
+        elif r < 0.93:
+            ct = t_conv - rng.randrange(0, 900) * 1000          # close to the conversion
+        elif r < 0.96:
+            ct = t_conv - self.window(pid, partner) * DAY - rng.choice([0, 0, 1, -1])  # window edge
+        elif r < 0.98 and prev is not None:
+            ct = prev                                               # tie in time
+        else:
+            ct = t_conv + rng.randrange(0, 2 * HOUR)              # after the conversion
+        if rng.random() < 0.3:
+            ct -= ct % 1000
+        return cp, partner, ct
+
     def session(self, t_conv):
         rng = self.rng
         ident = self.pick_identity()
@@ -600,30 +650,7 @@ class Gen:
         cids = []
         prev = None
         for _ in range(nclicks):
-            r = rng.random()
-            cp = pid
-            if r < 0.15:
-                cp = rng.choice(ACCOUNT_PROGRAMS.get(account, ["p1"]))
-            elif r < 0.2:
-                cp = rng.choice(list(PROGRAMS))
-            partner = rng.choice(members) if rng.random() < 0.8 else rng.choice(PARTNERS)
-            r = rng.random()
-            if r < 0.5:
-                ct = t_conv - rng.randrange(0, 3 * DAY)
-            elif r < 0.8:
-                ct = t_conv - rng.randrange(0, 20 * DAY)
-            elif r < 0.88:
-                ct = t_conv - rng.randrange(0, 70 * DAY)
-            elif r < 0.93:
-                ct = t_conv - rng.randrange(0, 900) * 1000          # close to the conversion
-            elif r < 0.96:
-                ct = t_conv - self.window(pid, partner) * DAY - rng.choice([0, 0, 1, -1])  # window edge
-            elif r < 0.98 and prev is not None:
-                ct = prev                                               # tie in time
-            else:
-                ct = t_conv + rng.randrange(0, 2 * HOUR)              # after the conversion
-            if rng.random() < 0.3:
-                ct -= ct % 1000
+            cp, partner, ct = self.click_plan(t_conv, pid, account, members, prev)
             cid = self.click(ct, ident, cp, partner)
             cids.append((ct, cid, cp))
             prev = ct
@@ -645,6 +672,11 @@ class Gen:
         # duplicates
         if rng.random() < 0.04:
             key2, conv2 = self.conversion(t_conv + rng.randrange(0, 3 * DAY), ident, pid, et, oid)
+        self.changes(t_conv, pid, key, conv)
+
+    def changes(self, t_conv, pid, key, conv, ctx=None):
+        """Modifications and reversals (sometimes late, sometimes of unknown orders) of conv."""
+        rng = self.rng
         lock = t_conv + self.locking_days(pid) * DAY
         r = rng.random()
         if r < 0.14:
@@ -652,24 +684,342 @@ class Gen:
             t = t_conv
             for _ in range(n):
                 t += rng.randrange(MIN, 5 * DAY)
-                self.change(t, key, conv, "modification")
+                self.change(t, key, conv, "modification", ctx=ctx)
             if rng.random() < 0.3:
-                self.change(t + rng.randrange(MIN, 2 * DAY), key, conv, "reversal")
+                self.change(t + rng.randrange(MIN, 2 * DAY), key, conv, "reversal", ctx=ctx)
         elif r < 0.22:
             t = t_conv + rng.randrange(MIN, 8 * DAY)
-            self.change(t, key, conv, "reversal")
+            self.change(t, key, conv, "reversal", ctx=ctx)
             if rng.random() < 0.4:
                 self.change(t + rng.randrange(MIN, 2 * DAY), key, conv,
-                            rng.choice(["reversal", "modification"]))
+                            rng.choice(["reversal", "modification"]), ctx=ctx)
             if rng.random() < 0.15:
-                self.change(lock + rng.randrange(0, 12 * HOUR), key, conv, "reversal")
+                self.change(lock + rng.randrange(0, 12 * HOUR), key, conv, "reversal", ctx=ctx)
         elif r < 0.26:
             # late changes around locking
             t = lock + rng.choice([0, 0, 1, -1, rng.randrange(0, 12 * HOUR)])
-            self.change(t, key, conv, rng.choice(["reversal", "modification"]))
+            self.change(t, key, conv, rng.choice(["reversal", "modification"]), ctx=ctx)
         elif r < 0.29:
             self.change(t_conv + rng.randrange(MIN, 3 * DAY), key, conv,
-                        rng.choice(["reversal", "modification"]), unknown=True)
+                        rng.choice(["reversal", "modification"]), unknown=True, ctx=ctx)
+
+    # ---------------------------------------------------------------- §6 cross-device streams
+    def new_device(self):
+        dev = "d-%05d" % len(self.devices)
+        self.devices.append(dev)
+        return dev
+
+    def new_person(self):
+        rng = self.rng
+        cid = "cu-%05d" % len(self.people)
+        if self.anon and rng.random() < 0.01:
+            cid = rng.choice(self.anon)   # a customer id spelled like a device id: still another journey
+        p = {"id": cid, "devices": [self.new_device() for _ in range(rng.choice([2, 2, 3]))]}
+        self.people.append(p)
+        return p
+
+    def pick_person(self):
+        """A customer (dict) or, for a device that never logs in, None and the device."""
+        rng = self.rng
+        if rng.random() < 0.18:
+            if self.anon and rng.random() < 0.6:
+                return None, rng.choice(self.anon[-300:])
+            dev = self.new_device()
+            self.anon.append(dev)
+            return None, dev
+        if not self.people or rng.random() < 0.3:
+            return self.new_person(), None
+        if rng.random() < 0.7:
+            return rng.choice(self.people[-300:]), None
+        return rng.choice(self.people), None
+
+    def other_device(self, person):
+        """A device of another customer, preferably one already linked (a conflict)."""
+        rng = self.rng
+        for _ in range(4):
+            q = rng.choice(self.people)
+            if q is not person:
+                d = rng.choice(q["devices"])
+                if d in self.linked or rng.random() < 0.3:
+                    return d
+        return self.new_device()
+
+    def unlinked_device(self, person):
+        """A device of the customer not linked yet (as far as the generator knows)."""
+        free = [d for d in person["devices"] if d not in self.linked]
+        if free:
+            return self.rng.choice(free)
+        dev = self.new_device()
+        person["devices"].append(dev)
+        return dev
+
+    def note(self, ident, cid=None):
+        dev, cust = ident
+        if dev is not None and cust is not None:
+            self.linked.setdefault(dev, cust)
+        if cid is not None and cust is not None:
+            lst = self.logged_clicks.setdefault(cust, [])
+            lst.append(cid)
+            del lst[:-20]
+
+    def identify(self, t, dev, cust, key=Ellipsis):
+        rng = self.rng
+        v = {"type": "identify", "device_id": dev, "customer_id": cust, "occurred_at": self.ts(t)}
+        if rng.random() < 0.1:
+            del v["type"]
+        if rng.random() < 0.05:
+            v["source"] = "login"   # an unknown field
+        if key is Ellipsis:
+            key = dev if rng.random() < 0.92 else None
+        self.put(self.emit_time(t, "identify"), "identities", key, v)
+        self.linked.setdefault(dev, cust)
+
+    def sclick(self, t, ident, pid, partner, cid=None, bare=False):
+        cid = self.click(t, ident, pid, partner, cid=cid, bare=bare)
+        self.note(ident, cid)
+        return cid
+
+    def sconversion(self, t, ident, pid, et, oid, bare=False):
+        key, v = self.conversion(t, ident, pid, et, oid, bare=bare)
+        self.note(ident)
+        return key, v
+
+    def change_ids(self, v, key, conv, ctx):
+        """§6: a change carries device_id (and is keyed by it) or customer_id, or both."""
+        rng = self.rng
+        cust, devs = ctx if ctx is not None else (None, [])
+        d, c = conv.get("device_id"), conv.get("customer_id")
+        if d is None and c is None:
+            d = key                      # a conversion without ids: the device of its key
+        c = c or cust
+        r = rng.random()
+        if d is not None and (r < 0.5 or c is None):
+            v["device_id"] = d
+            k = d
+        elif r < 0.7:
+            v["customer_id"] = c
+            k = rng.choice([c, c, None, d])   # any key: only a device_id binds it
+        elif r < 0.82 and d is not None:
+            v["device_id"], v["customer_id"] = d, c
+            k = d
+        elif devs:
+            dd = rng.choice(devs)        # another device of the customer
+            v["device_id"] = dd
+            k = dd
+        else:
+            v["customer_id"] = c
+            k = c
+        if "device_id" in v and rng.random() < 0.05:
+            k = None                     # a null key takes the device_id
+        return k
+
+    def xsession(self, t_conv):
+        """A session of a customer over their devices, or of a device that never logs in."""
+        rng = self.rng
+        person, adev = self.pick_person()
+        if person is None:
+            cust, devs = None, [adev]
+        else:
+            cust, devs = person["id"], person["devices"]
+        pid = rng.choice(["p1", "p1", "p2", "p3", "pc", "g1", "g1", "g2", "g3"])
+        if rng.random() < 0.012:
+            pid = "p-unknown"
+        account = (PROGRAMS.get(pid) or {}).get("account_id", "acme")
+        members = [pa for (p, pa) in self.contracts if p == pid] or PARTNERS
+        conv_dev = rng.choice(devs)
+        login = rng.choice([0, 0.05, 0.15, 0.4]) if cust else 0
+        borrowed = self.other_device(person) if cust and rng.random() < 0.025 else None
+
+        def ident_for(dev):
+            if cust is None:
+                return dev, None
+            r = rng.random()
+            if r < login:
+                return dev, cust                 # logged in: links dev
+            if r < login + 0.04:
+                return None, cust                # no device known (api, server side)
+            return dev, None
+
+        nclicks = rng.choice([0, 1, 1, 2, 2, 3, 3, 4, 5, 7])
+        if rng.random() < 0.003:
+            nclicks = rng.randint(45, 70)
+        prev, prev_dev = None, None
+        for _ in range(nclicks):
+            cp, partner, ct = self.click_plan(t_conv, pid, account, members, prev)
+            dev = conv_dev if rng.random() < 0.45 else rng.choice(devs)
+            if prev is not None and len(devs) > 1 and rng.random() < 0.06:
+                ct = prev                          # equal times on two devices
+                dev = rng.choice([d for d in devs if d != prev_dev] or devs)
+            ident = ident_for(dev)
+            cid = None
+            if cust and ident[1] is None and rng.random() < 0.02 and self.logged_clicks.get(cust):
+                cid = rng.choice(self.logged_clicks[cust])   # the same click id seen on another device
+            if borrowed is not None and rng.random() < 0.3:
+                ident = (borrowed, cust)           # a device of someone else: a conflict
+            self.sclick(ct, ident, cp, partner, cid=cid, bare=ident[0] is not None and rng.random() < 0.02)
+            prev, prev_dev = ct, dev
+        if cust and rng.random() < 0.3:
+            dev = rng.choice(devs)
+            r = rng.random()
+            ti = t_conv - rng.randrange(0, 3 * DAY) if r < 0.7 else t_conv + rng.randrange(0, DAY)
+            self.identify(ti, dev, cust)
+        if cust and rng.random() < 0.01:
+            self.identify(t_conv - rng.randrange(0, DAY), self.other_device(person), cust)
+        if rng.random() < 0.1:
+            return   # browsing only
+        et = rng.choice(EVENT_TYPES)
+        self.order_no += 1
+        oid = "o-%06d" % self.order_no
+        if rng.random() < 0.002 and self.order_no > 10:
+            oid = "o-%06d" % rng.randrange(1, self.order_no)
+        r = rng.random()
+        if cust is None:
+            ident = (conv_dev, None)
+        elif borrowed is not None and r < 0.3:
+            ident = (borrowed, cust)
+        elif r < 0.4:
+            ident = (conv_dev, cust)                   # login at checkout: links conv_dev
+        elif r < 0.47:
+            ident = (None, cust)                       # server-side conversion
+        else:
+            ident = (conv_dev, None)
+        bare = ident[0] is not None and ident[1] is None and rng.random() < 0.02
+        key, conv = self.sconversion(t_conv, ident, pid, et, oid, bare=bare)
+        if rng.random() < 0.05:
+            self.sclick(t_conv - rng.randrange(0, DAY), ident_for(rng.choice(devs)), pid, rng.choice(members))
+        if rng.random() < 0.04:
+            self.sconversion(t_conv + rng.randrange(0, 3 * DAY), ident_for(rng.choice(devs)), pid, et, oid)
+        self.changes(t_conv, pid, key, conv, ctx=(cust, devs))
+
+    def scenario(self, t):
+        """Hand-shaped cross-device stories that hit the rules of a move."""
+        rng = self.rng
+        person = rng.choice(self.people[-300:]) if self.people and rng.random() < 0.6 else self.new_person()
+        cust = person["id"]
+        fresh = self.unlinked_device(person)
+        known = [d for d in person["devices"] if d != fresh]
+        linkdev = rng.choice(known) if known else self.new_device()
+        pid = rng.choice(["p1", "p1", "p2", "g1", "g2"])
+        members = [pa for (p, pa) in self.contracts if p == pid] or PARTNERS
+        pa, pb = rng.choice(members), rng.choice(members)
+        k = rng.randrange(5)
+        et = "sale"
+        self.order_no += 1
+        oid = "o-%06d" % self.order_no
+        if k == 0:
+            # click-id collision: a logged-in click, then the same click id on an anonymous device
+            t1 = t - rng.randrange(HOUR, 5 * DAY)
+            cid = self.sclick(t1, (linkdev, cust), pid, pa)
+            self.sclick(t1 + rng.randrange(0, 2 * HOUR), (fresh, None), pid, pb, cid=cid)
+            self.sclick(t1 + rng.randrange(0, 2 * HOUR), (fresh, None), pid, rng.choice(members))
+            self.identify(t - rng.randrange(MIN, HOUR), fresh, cust)
+            key, conv = self.sconversion(t, (rng.choice([linkdev, fresh]), rng.choice([cust, None])), pid, et, oid)
+        elif k == 1:
+            # order collision: an anonymous conversion and a server-side one of the same order
+            self.sclick(t - rng.randrange(HOUR, 3 * DAY), (fresh, None), pid, pa)
+            self.sclick(t - rng.randrange(HOUR, 3 * DAY), (None, cust), pid, pb)
+            key, conv = self.sconversion(t, (fresh, None), pid, et, oid)
+            self.sconversion(t + rng.randrange(0, 10 * MIN), (None, cust), pid, et, oid)
+            self.identify(t + rng.randrange(MIN, DAY), fresh, cust)
+            if rng.random() < 0.5:
+                self.sconversion(t + rng.randrange(DAY, 2 * DAY), (fresh, None), pid, et, oid)  # duplicate
+        elif k == 2:
+            # equal occurred_at on two devices; the anonymous one moves later and counts as later
+            tt = t - rng.randrange(HOUR, 5 * DAY)
+            tt -= tt % 1000
+            self.sclick(tt, (fresh, None), pid, pa)
+            self.sclick(tt, (linkdev, cust), pid, pb)
+            self.identify(tt + rng.randrange(MIN, HOUR), fresh, cust)
+            key, conv = self.sconversion(t, (linkdev, cust), pid, et, oid)
+        elif k == 3:
+            # conflict: a device of another customer named with this one
+            od = self.other_device(person)
+            r = rng.random()
+            if r < 0.4:
+                self.identify(t - rng.randrange(HOUR, DAY), od, cust)
+            elif r < 0.7:
+                self.sclick(t - rng.randrange(HOUR, DAY), (od, cust), pid, pa)
+            self.sclick(t - rng.randrange(MIN, HOUR), (od, None), pid, pb)
+            key, conv = self.sconversion(t, (od, cust if rng.random() < 0.5 else None), pid, et, oid)
+        else:
+            # login at a conversion moves the device's anonymous clicks and orders
+            t0 = t - rng.randrange(DAY, 5 * DAY)
+            self.sclick(t0 - rng.randrange(0, DAY), (fresh, None), pid, pa)
+            self.sconversion(t0, (fresh, None), pid, et, "o-%06d" % self.order_no)
+            self.order_no += 1
+            oid = "o-%06d" % self.order_no
+            self.sclick(t - rng.randrange(0, DAY), (linkdev, cust), pid, pb)
+            key, conv = self.sconversion(t, (fresh, cust), pid, et, oid)
+            # a change of the moved order, found through the customer or the device
+            tc = t + rng.randrange(MIN, DAY)
+            v = {"type": rng.choice(["reversal", "modification"]), "program_id": pid, "event_type": et,
+                 "order_id": "o-%06d" % (self.order_no - 1), "occurred_at": self.ts(tc)}
+            if rng.random() < 0.5:
+                v["customer_id"] = cust
+                k2 = rng.choice([cust, None])
+            else:
+                v["device_id"] = rng.choice([fresh, linkdev])
+                k2 = v["device_id"]
+            self.put(tc, "conversions", k2, v)
+        self.changes(t, pid, key, conv, ctx=(cust, person["devices"]))
+
+    def bad_stitch(self, t):
+        """Records that break §6's rules: each goes to the DLQ."""
+        rng = self.rng
+        person = rng.choice(self.people) if self.people else self.new_person()
+        cust = person["id"]
+        dev = rng.choice(person["devices"])
+        other = rng.choice(self.devices)
+        if other == dev:
+            other = self.new_device()
+        base = {"program_id": "p1", "event_type": "sale", "order_id": "o-%06d" % rng.randrange(1, self.order_no + 2),
+                "occurred_at": self.ts(t)}
+        k = rng.randrange(10)
+        if k == 0:
+            v = {"type": "click", "click_id": "c-bad-%d" % rng.randrange(10 ** 6), "program_id": "p1",
+                 "partner_id": rng.choice(PARTNERS), "occurred_at": self.ts(t), "device_id": dev}
+            if rng.random() < 0.5:
+                v["customer_id"] = cust
+            self.put(t, "clicks", rng.choice([cust, other]), v)          # key is not the device
+        elif k == 1:
+            v = dict(base, type="conversion", device_id=dev,
+                     items=[{"sku": "SKU-1", "quantity": 1, "unit_price": "10.00"}])
+            if rng.random() < 0.5:
+                v["customer_id"] = cust
+            self.put(t, "conversions", rng.choice([cust, other]), v)     # key is not the device
+        elif k == 2:
+            v = dict(base, type=rng.choice(["modification", "reversal"]))
+            self.put(t, "conversions", rng.choice([dev, cust]), v)       # neither device_id nor customer_id
+        elif k == 3:
+            v = dict(base, type=rng.choice(["modification", "reversal"]), device_id=dev)
+            if rng.random() < 0.5:
+                v["customer_id"] = cust
+            self.put(t, "conversions", rng.choice([cust, other]), v)     # key is not the device
+        elif k == 4:
+            self.put(t, "identities", dev, None)                           # tombstone
+        elif k == 5:
+            v = {"type": "identify", "device_id": dev, "customer_id": cust, "occurred_at": self.ts(t)}
+            del v[rng.choice(["device_id", "customer_id", "occurred_at"])]
+            self.put(t, "identities", dev if "device_id" in v or rng.random() < 0.5 else None, v)
+        elif k == 6:
+            v = {"type": "identify", "device_id": dev, "customer_id": cust, "occurred_at": self.ts(t)}
+            self.put(t, "identities", rng.choice([cust, other]), v)      # key is not the device
+        elif k == 7:
+            v = {"type": "identify", "device_id": dev, "customer_id": cust, "occurred_at": self.ts(t)}
+            r = rng.random()
+            if r < 0.3:
+                v["type"] = rng.choice(["click", "login"])
+            elif r < 0.6:
+                v["occurred_at"] = rng.choice(["yesterday", "2026-05-01T10:00:00"])
+            else:
+                v[rng.choice(["customer_id", "device_id"])] = rng.choice([7, ["x"], True])
+            self.put(t, "identities", dev if isinstance(v["device_id"], str) else None, v)
+        elif k == 8:
+            self.put(t, "identities", dev, rng.choice(["login", 12, ["x"]]))  # value not an object
+        else:
+            v = {"type": "click", "click_id": "c-bad-%d" % rng.randrange(10 ** 6), "program_id": "p1",
+                 "partner_id": rng.choice(PARTNERS), "occurred_at": self.ts(t)}
+            self.put(t, "clicks", None, v)                                 # no ids, no key
 
     # ---------------------------------------------------------------- malformed records
     def malformed(self, t):
@@ -757,7 +1107,7 @@ class Gen:
     def build(self):
         rng = self.rng
         self.initial_config()
-        n_sessions = max(5, int(self.n / 4.4))
+        n_sessions = max(5, int(self.n / (4.9 if self.stitching else 4.4)))
         n_changes = max(3, self.n // 700)
         n_bad = max(2, self.n // 120)
         events = []
@@ -767,13 +1117,25 @@ class Gen:
             events.append((START + rng.randrange(self.span), "c"))
         for _ in range(n_bad):
             events.append((START + rng.randrange(self.span), "b"))
+        if self.stitching:
+            for _ in range(max(5, n_sessions // 25)):
+                events.append((START + rng.randrange(self.span), "x"))
+            for _ in range(max(5, self.n // 400)):
+                events.append((START + rng.randrange(self.span), "y"))
         events.sort()
         for t, kind in events:
             t -= t % rng.choice([1, 1000, 60000])
             if kind == "s":
-                self.session(t)
+                if self.stitching:
+                    self.xsession(t)
+                else:
+                    self.session(t)
             elif kind == "c":
                 self.config_change(t)
+            elif kind == "x":
+                self.scenario(t)
+            elif kind == "y":
+                self.bad_stitch(t)
             else:
                 self.malformed(t)
         self.out.sort()
@@ -781,10 +1143,13 @@ class Gen:
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.stderr.write("usage: gen_stream.py SEED N > stream.jsonl\n")
+    args = sys.argv[1:]
+    stitching = "--stitching" in args
+    args = [a for a in args if a != "--stitching"]
+    if len(args) != 2 or any(a.startswith("--") for a in args):
+        sys.stderr.write("usage: gen_stream.py SEED N [--stitching] > stream.jsonl\n")
         sys.exit(2)
-    g = Gen(int(sys.argv[1]), int(sys.argv[2]))
+    g = Gen(int(args[0]), int(args[1]), stitching)
     w = sys.stdout.write
     for line in g.build():
         w(line + "\n")

@@ -12,13 +12,18 @@ import attrib_ref  # noqa: E402
 T0 = "2026-11-10T12:00:00Z"   # the usual conversion time
 
 
-def run(records):
-    """records: list of dicts or raw strings; returns the parsed output lines."""
+def run_eng(records, stitching=False):
+    """records: list of dicts or raw strings; returns (parsed output lines, engine)."""
     out = io.StringIO()
-    eng = attrib_ref.Engine(out)
+    eng = attrib_ref.Engine(out, stitching)
     for i, r in enumerate(records):
         eng.line(r if isinstance(r, str) else json.dumps(r), i)
-    return [json.loads(l) for l in out.getvalue().splitlines()]
+    return [json.loads(l) for l in out.getvalue().splitlines()], eng
+
+
+def run(records, stitching=False):
+    """records: list of dicts or raw strings; returns the parsed output lines."""
+    return run_eng(records, stitching)[0]
 
 
 def program(pid="p1", account="acme", **kw):
@@ -676,6 +681,410 @@ def half_even_rounding():
                 conv("o1", items=[{"quantity": 1, "unit_price": "0.123455"}])])
     assert a["payout"] == "0.012346" and [c["payout"] for c in a["credits"]] == ["0.004115", "0.004115",
                                                                                  "0.004116"], a
+
+
+# ------------------------------------------------------------------ §6 cross-device identity stitching
+
+SAME = object()   # key = the record's device_id
+
+
+def sclick(cid, partner, at, dev=None, cust=None, pid="p1", key=SAME, **kw):
+    """A click that carries its ids in the value (device_id / customer_id)."""
+    v = {"type": "click", "click_id": cid, "program_id": pid, "partner_id": partner, "occurred_at": at}
+    if dev is not None:
+        v["device_id"] = dev
+    if cust is not None:
+        v["customer_id"] = cust
+    v.update(kw)
+    return {"topic": "clicks", "key": dev if key is SAME else key, "value": v}
+
+
+def sconv(oid, dev=None, cust=None, at=T0, pid="p1", key=SAME, **kw):
+    v = {"type": "conversion", "program_id": pid, "event_type": "sale", "order_id": oid, "occurred_at": at,
+         "items": [{"sku": "A", "category": "shoes", "quantity": 1, "unit_price": "100.00"}]}
+    if dev is not None:
+        v["device_id"] = dev
+    if cust is not None:
+        v["customer_id"] = cust
+    v.update(kw)
+    return {"topic": "conversions", "key": dev if key is SAME else key, "value": v}
+
+
+def schange(typ, oid, at, dev=None, cust=None, key=SAME, **kw):
+    v = {"type": typ, "program_id": "p1", "event_type": "sale", "order_id": oid, "occurred_at": at}
+    if dev is not None:
+        v["device_id"] = dev
+    if cust is not None:
+        v["customer_id"] = cust
+    v.update(kw)
+    return {"topic": "conversions", "key": dev if key is SAME else key, "value": v}
+
+
+def identify(dev, cust, at="2026-11-09T12:00:00Z", key=SAME, **kw):
+    v = {"type": "identify", "device_id": dev, "customer_id": cust, "occurred_at": at}
+    v.update(kw)
+    return {"topic": "identities", "key": dev if key is SAME else key, "value": v}
+
+
+def srun(records):
+    return run(records, stitching=True)
+
+
+def sact(records):
+    o = srun(records)[-1]
+    assert o["topic"] == "actions", o
+    return o["value"]
+
+
+def creds(a):
+    return [(c["partner_id"], c["click_id"], c["device_id"]) for c in a["credits"]]
+
+
+def tps(a):
+    return [(t["click_id"], t["device_id"]) for t in a["journey"]["touchpoints"]]
+
+
+@check
+def device_id_on_credits_and_touchpoints():
+    # stitching off: the click's own device_id (null when it had none); null on a promo credit
+    a = action([program(credit_policy="linear"), contract("pa1"), contract("pa2"),
+                click("c1", "pa1", "2026-11-08T10:00:00Z", device_id="dA"),
+                click("c2", "pa2", "2026-11-09T10:00:00Z"),
+                conv("o1")])
+    assert creds(a) == [("pa1", "c1", "dA"), ("pa2", "c2", None)], creds(a)
+    assert tps(a) == [("c1", "dA"), ("c2", None)], tps(a)
+    assert list(a["credits"][0]) == ["partner_id", "weight", "payout", "referral_type", "click_id", "device_id",
+                                     "promo_code", "referring_at", "shared_id", "sub_ids"], list(a["credits"][0])
+    assert list(a["journey"]["touchpoints"][0]) == ["click_id", "device_id", "program_id", "partner_id",
+                                                    "occurred_at"]
+    assert a["device_id"] == "d1"   # the action's own device_id stays the conversion's
+    a = action([program(), contract("pa1"), promo("SAVE", "pa1", "always"),
+                click("c1", "pa1", "2026-11-09T10:00:00Z", device_id="d1"), conv("o1", promo_code="save")])
+    assert a["credits"][0]["device_id"] is None and a["credits"][0]["referral_type"] == "promo_code"
+    assert tps(a) == [("c1", "d1")]
+    # stitching on: the same fields, a cross-device credit shows the other device
+    a = sact([program(), contract("pa1"), sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d2", cust="cu1"),
+              sconv("o1", dev="d1", cust="cu1")])
+    assert creds(a) == [("pa1", "c1", "d2")] and (a["device_id"], a["customer_id"]) == ("d1", "cu1"), a
+
+
+@check
+def stitching_off_ignores_identify_records():
+    recs = [program(), contract("pa1"),
+            sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d2"),
+            identify("d2", "cu1"),
+            {"topic": "identities", "key": "d2", "value": None},
+            {"topic": "identities", "key": 5, "value": "junk"},
+            identify("d9", "cu1", key="cu1"),
+            sconv("o1", dev="d1", cust="cu1")]
+    outs, eng = run_eng(recs)
+    assert [o["topic"] for o in outs] == ["invalid_actions"], outs
+    assert outs[0]["value"]["reason"] == "no_valid_referrer" and eng.links == {}
+    # the same stream with stitching on: the identify links d2, the bad ones go to the DLQ
+    outs = srun(recs)
+    assert [o["topic"] for o in outs] == ["dlq", "dlq", "dlq", "actions"], outs
+    # (a key that is not a string is a bad replay line, as on every topic)
+    assert [o["headers"]["attrib.source.topic"] for o in outs[:3]] == ["identities", "replay", "identities"]
+    assert [o["headers"]["attrib.source.offset"] for o in outs[:3]] == ["4", "5", "6"]
+    assert creds(outs[-1]["value"]) == [("pa1", "c1", "d2")]
+
+
+@check
+def link_by_identify():
+    base = [program(), contract("pa1"), sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d2")]
+    # not linked: the phone's conversion sees only its own journey
+    assert reason_s(base + [sconv("o1", dev="d1", cust="cu1")]) == "no_valid_referrer"
+    outs, eng = run_eng(base + [identify("d2", "cu1", key=None), sconv("o1", dev="d1", cust="cu1")], True)
+    a = outs[-1]["value"]
+    assert creds(a) == [("pa1", "c1", "d2")] and eng.links == {"d2": "cu1", "d1": "cu1"}, (a, eng.links)
+    assert eng.counts["moves"] == 1 and eng.counts["moved_clicks"] == 1
+    # a record of the linked device without customer_id goes to the customer's journey
+    a = sact(base + [identify("d2", "cu1"), sclick("c2", "pa1", "2026-11-09T11:00:00Z", dev="d3", cust="cu1"),
+                     sconv("o1", dev="d2")])
+    assert creds(a) == [("pa1", "c2", "d3")] and a["customer_id"] is None and a["device_id"] == "d2", a
+    # an identify's occurred_at does not matter: a late one still links at its place in the file
+    a = sact(base + [identify("d2", "cu1", at="2020-01-01T00:00:00Z"), sconv("o1", cust="cu1", key="cu1")])
+    assert creds(a) == [("pa1", "c1", "d2")] and a["device_id"] is None
+
+
+def reason_s(records):
+    o = srun(records)[-1]
+    assert o["topic"] == "invalid_actions", o
+    return o["value"]["reason"]
+
+
+@check
+def link_by_click():
+    outs, eng = run_eng([program(credit_policy="linear"), contract("pa1"), contract("pa2"),
+                         sclick("c1", "pa1", "2026-11-08T10:00:00Z", dev="d2"),
+                         sclick("c2", "pa2", "2026-11-09T10:00:00Z", dev="d2", cust="cu1"),
+                         sconv("o1", dev="d1", cust="cu1")], True)
+    a = outs[-1]["value"]
+    assert creds(a) == [("pa1", "c1", "d2"), ("pa2", "c2", "d2")], creds(a)
+    assert eng.links == {"d2": "cu1", "d1": "cu1"}
+    # a linking click that is a duplicate id is ignored, but it still links (and moves)
+    outs, eng = run_eng([program(), contract("pa1"), contract("pa2"),
+                         sclick("c1", "pa1", "2026-11-08T10:00:00Z", dev="d2"),
+                         sclick("c1", "pa2", "2026-11-09T10:00:00Z", dev="d2", cust="cu1"),
+                         sconv("o1", cust="cu1", key=None)], True)
+    a = outs[-1]["value"]
+    assert creds(a) == [("pa1", "c1", "d2")] and eng.links == {"d2": "cu1"}, a
+    # modifications and reversals never link
+    outs, eng = run_eng([program(), schange("reversal", "o1", T0, dev="d2", cust="cu1")], True)
+    assert outs[-1]["value"]["reason"] == "unknown_order" and eng.links == {}
+
+
+@check
+def link_by_conversion():
+    recs = [program(), contract("pa1"), contract("pa2"),
+            sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d2"),
+            sconv("o1", dev="d2", cust="cu1")]               # links d2 before it is attributed
+    a = sact(recs)
+    assert creds(a) == [("pa1", "c1", "d2")] and a["customer_id"] == "cu1"
+    # a conversion of an unknown program still links
+    outs, eng = run_eng(recs + [sconv("o2", dev="d4", cust="cu1", pid="pX"),
+                                sclick("c4", "pa2", "2026-11-10T10:00:00Z", dev="d4"),
+                                sconv("o3", dev="d1", cust="cu1")], True)
+    assert outs[-2]["value"]["reason"] == "unknown_program" and eng.links["d4"] == "cu1"
+    a = outs[-1]["value"]
+    assert creds(a) == [("pa2", "c4", "d4")] and [t[0] for t in tps(a)] == ["c1", "c4"], a
+    # the move comes before the linking record: the same order in the anonymous journey is a duplicate
+    outs, eng = run_eng([program(), sconv("o1", dev="d2"), sconv("o1", dev="d2", cust="cu1")], True)
+    assert [o["value"]["reason"] for o in outs] == ["no_valid_referrer", "duplicate_order"], outs
+    assert eng.counts["moved_orders"] == 1
+
+
+@check
+def move_with_tie():
+    t1 = "2026-11-09T10:00:00Z"
+    base = [contract("pa1"), contract("pa2"), contract("pa3"),
+            sclick("c2", "pa2", t1, dev="d2"),                 # anonymous, first in the file
+            sclick("c3", "pa3", t1, dev="d2"),
+            sclick("c1", "pa1", t1, dev="d1", cust="cu1"),     # the customer's, later in the file
+            identify("d2", "cu1"),                              # c2, c3 arrive now, after c1, in their order
+            sconv("o1", dev="d1", cust="cu1")]
+    a = sact([program(credit_policy="linear")] + base)
+    assert [(c["partner_id"], c["weight"]) for c in a["credits"]] == \
+        [("pa1", "0.333333"), ("pa2", "0.333333"), ("pa3", "0.333334")], a["credits"]
+    assert tps(a) == [("c1", "d1"), ("c2", "d2"), ("c3", "d2")], tps(a)
+    assert creds(sact([program()] + base)) == [("pa3", "c3", "d2")]                 # latest: moved last
+    assert creds(sact([program(credit_policy="first_click")] + base)) == [("pa1", "c1", "d1")]
+    # without stitching the file order decides (and the journeys are apart): d1's click only
+    assert creds(action([program(credit_policy="linear")] + base)) == [("pa1", "c1", "d1")]
+
+
+@check
+def click_id_collision_on_move():
+    recs = [program(credit_policy="linear"), contract("pa1"), contract("pa2"), contract("pa3"),
+            sclick("cX", "pa2", "2026-11-08T10:00:00Z", dev="d2"),          # anonymous
+            sclick("c5", "pa3", "2026-11-08T11:00:00Z", dev="d2"),
+            sclick("cX", "pa1", "2026-11-09T10:00:00Z", dev="d1", cust="cu1"),
+            identify("d2", "cu1"),
+            sconv("o1", dev="d2")]                                              # d2 is linked: cu1's journey
+    outs, eng = run_eng(recs, True)
+    a = outs[-1]["value"]
+    assert tps(a) == [("c5", "d2"), ("cX", "d1")], tps(a)   # the customer's cX stands
+    assert creds(a) == [("pa3", "c5", "d2"), ("pa1", "cX", "d1")], creds(a)
+    assert eng.counts["dropped_clicks"] == 1 and eng.counts["moved_clicks"] == 1
+
+
+@check
+def order_collision_on_move():
+    base = [program(), contract("pa1", pct="10"), contract("pa2", pct="20"),
+            sclick("c2", "pa2", "2026-11-09T10:00:00Z", dev="d2"),
+            sconv("o1", dev="d2"),                                    # anonymous order, credited to pa2
+            sclick("c1", "pa1", "2026-11-09T11:00:00Z", cust="cu1", key="cu1"),
+            sconv("o1", cust="cu1", key="cu1", at="2026-11-10T12:05:00Z")]   # the customer's, credited to pa1
+    outs, eng = run_eng(base + [identify("d2", "cu1"),
+                                schange("reversal", "o1", "2026-11-11T00:00:00Z", dev="d2"),
+                                sconv("o1", dev="d2", at="2026-11-12T00:00:00Z"),
+                                schange("reversal", "o1", "2026-11-12T00:00:00Z", dev="d2", key=None)], True)
+    anon, cust, rev, dup, again = [o["value"] for o in outs[-5:]]
+    assert creds(anon) == [("pa2", "c2", "d2")] and creds(cust) == [("pa1", "c1", None)]
+    assert anon["action_id"] == cust["action_id"]   # deterministic in (program, event type, order)
+    assert eng.counts["dropped_orders"] == 1 and eng.counts["moved_orders"] == 0
+    # the change keyed by d2 reaches the customer's order (the moved one was dropped)
+    assert (rev["change"], rev["customer_id"], rev["device_id"], rev["delta_payout"]) == \
+        ("reversed", "cu1", None, "-10.000000"), rev
+    assert dup["reason"] == "duplicate_order" and again["reason"] == "already_reversed"
+    # the customer's order stands even when it earned nobody credit
+    outs = srun([program(), contract("pa2"), sclick("c2", "pa2", "2026-11-09T10:00:00Z", dev="d2"),
+                 sconv("o1", dev="d2"), sconv("o1", cust="cu1", key=None), identify("d2", "cu1"),
+                 schange("reversal", "o1", "2026-11-11T00:00:00Z", cust="cu1", key="cu1")])
+    assert [o["topic"] for o in outs] == ["actions", "invalid_actions", "invalid_actions"]
+    u = outs[-1]["value"]
+    assert (u["reason"], u["customer_id"], u["device_id"]) == ("unknown_order", "cu1", None), u
+
+
+@check
+def conflict_first_link_stands():
+    recs = [program(), contract("pa1"), contract("pa2"),
+            identify("d1", "cu1"),
+            identify("d1", "cu2"),                                              # conflict: no effect
+            sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d1", cust="cu2"),  # conflict: goes to cu2
+            sclick("c2", "pa2", "2026-11-09T11:00:00Z", dev="d1"),              # anonymous: cu1
+            sconv("o1", cust="cu2", key="cu2"),
+            sconv("o2", dev="d1"),
+            sconv("o3", dev="d1", cust="cu2")]                                  # conflict: cu2's journey
+    outs, eng = run_eng(recs, True)
+    o1, o2, o3 = [o["value"] for o in outs]
+    assert creds(o1) == [("pa1", "c1", "d1")] and creds(o2) == [("pa2", "c2", "d1")], (o1, o2)
+    assert creds(o3) == [("pa1", "c1", "d1")] and (o3["device_id"], o3["customer_id"]) == ("d1", "cu2")
+    assert eng.links == {"d1": "cu1"} and eng.counts["conflicts"] == 3 and eng.counts["links"] == 1
+    # the same link again is no conflict
+    _, eng = run_eng([identify("d1", "cu1"), identify("d1", "cu1"),
+                      sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d1", cust="cu1")], True)
+    assert eng.counts["conflicts"] == 0
+
+
+@check
+def customer_only_records_and_equal_ids():
+    recs = [program(), contract("pa1"), contract("pa2"),
+            sclick("c1", "pa1", "2026-11-09T10:00:00Z", cust="cu1", key="any-key"),   # customer's journey
+            sclick("c2", "pa2", "2026-11-09T11:00:00Z", key="cu1"),   # no ids: device "cu1", anonymous
+            sconv("o1", cust="cu1", key=None),
+            sconv("o2", key="cu1")]
+    outs, eng = run_eng(recs, True)
+    a1, a2 = outs[-2]["value"], outs[-1]["value"]
+    assert creds(a1) == [("pa1", "c1", None)] and a1["journey"]["total"] == 1, a1
+    assert creds(a2) == [("pa2", "c2", None)] and a2["journey"]["total"] == 1, a2
+    assert eng.links == {} and set(eng.journeys) == {("c", "cu1"), ("d", "cu1")}
+    # a customer journey and an anonymous journey stay apart even after a link of another device
+    a = sact(recs[:5] + [identify("d1", "cu1"), sconv("o3", dev="d1")])
+    assert creds(a) == [("pa1", "c1", None)]
+    # stitching off: one journey "cu1" (the key) holds both
+    a = action(recs[:3] + [sclick("c1", "pa1", "2026-11-09T10:00:00Z", cust="cu1", key=None), recs[4],
+                           sconv("o1", cust="cu1", key=None)])
+    assert a["journey"]["total"] == 2
+
+
+@check
+def change_routed_through_link():
+    base = [program(), contract("pa1"), sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d2"),
+            sconv("o1", dev="d2")]
+    outs = srun(base + [
+        schange("modification", "o1", "2026-11-11T00:00:00Z", cust="cu1", key="cu1", items=[{"sku": "A",
+                                                                                            "quantity": 2}]),
+        identify("d2", "cu1"), identify("d3", "cu1"),
+        schange("modification", "o1", "2026-11-11T01:00:00Z", cust="cu1", key="cu1", items=[{"sku": "A",
+                                                                                            "quantity": 2}]),
+        schange("modification", "o1", "2026-11-11T02:00:00Z", dev="d3", items=[{"sku": "A", "quantity": 3}]),
+        schange("modification", "o1", "2026-11-11T03:00:00Z", dev="d2", cust="cu9"),
+        schange("reversal", "o1", "2026-11-11T04:00:00Z", dev="d2", key=None)])
+    c, u1, m1, m2, u2, r = [o["value"] for o in outs]
+    assert c["change"] == "created" and (u1["reason"], u1["customer_id"]) == ("unknown_order", "cu1"), u1
+    assert (m1["change"], m1["amount"], m1["delta_amount"]) == ("modified", "200.000000", "100.000000"), m1
+    assert (m2["change"], m2["amount"], m2["customer_id"], m2["device_id"]) == \
+        ("modified", "300.000000", None, "d2"), m2       # the action keeps the conversion's fields
+    assert (u2["reason"], u2["customer_id"], u2["device_id"]) == ("unknown_order", "cu9", "d2"), u2
+    assert (r["change"], r["state"], r["delta_amount"]) == ("reversed", "reversed", "-300.000000"), r
+    assert r["journey"] == c["journey"] and creds(r) == [("pa1", "c1", "d2")]
+
+
+@check
+def change_without_ids_is_dlq():
+    recs = [program(), contract("pa1"), sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d1"),
+            sconv("o1", dev="d1"), change("reversal", "o1", "2026-11-11T00:00:00Z", dev="d1")]
+    o = srun(recs)[-1]
+    assert o["topic"] == "dlq" and o["key"] == "d1" and o["value"] == recs[-1]["value"], o
+    err = o["headers"]["attrib.error"]
+    assert "device_id" in err and "customer_id" in err, err
+    assert o["headers"]["attrib.source.topic"] == "conversions" and o["headers"]["attrib.source.offset"] == "4"
+    # stitching off: the key finds the order
+    assert run(recs)[-1]["value"]["change"] == "reversed"
+
+
+@check
+def key_not_device_is_dlq():
+    bad = [sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d1", cust="cu1", key="cu1"),
+           sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d1", key="d2"),
+           sconv("o1", dev="d1", key="cu1"),
+           sconv("o1", dev="d1", cust="cu1", key="d2"),
+           schange("modification", "o1", T0, dev="d1", cust="cu1", key="cu1"),
+           schange("reversal", "o1", T0, dev="d1", key="d2"),
+           identify("d1", "cu1", key="cu1"),
+           identify("d1", "cu1", key="d2")]
+    for b in bad:
+        o, eng = run_eng([program(), contract("pa1"), b], True)
+        assert len(o) == 1 and o[0]["topic"] == "dlq", (b, o)
+        assert o[0]["key"] == b["key"] and o[0]["value"] == b["value"]
+        assert "device_id" in o[0]["headers"]["attrib.error"] and "key" in o[0]["headers"]["attrib.error"]
+        assert eng.links == {} and eng.journeys == {}, b   # a refused record does not link
+    # a null key takes the device_id
+    outs, eng = run_eng([program(), contract("pa1"),
+                         sclick("c1", "pa1", "2026-11-09T10:00:00Z", dev="d1", key=None),
+                         identify("d1", "cu1", key=None),
+                         sconv("o1", dev="d1", key=None),
+                         schange("reversal", "o1", "2026-11-11T00:00:00Z", dev="d1", key=None)], True)
+    assert [o["value"]["change"] for o in outs] == ["created", "reversed"] and eng.links == {"d1": "cu1"}
+    # no ids and no key: DLQ as always
+    o = srun([program(), sclick("c1", "pa1", T0, key=None)])
+    assert o[0]["topic"] == "dlq"
+    # stitching off the key is the journey: the same records are fine
+    assert run([program(), contract("pa1"), bad[0], sconv("o1", dev="d1", key="cu1")])[-1]["topic"] == "actions"
+
+
+@check
+def identify_validation():
+    bad = [{"topic": "identities", "key": "d1", "value": None},
+           {"topic": "identities", "key": "d1", "value": "d1=cu1"},
+           identify("d1", "cu1", type="click"),
+           identify("d1", "cu1", occurred_at="yesterday"),
+           identify("d1", 7),
+           identify("d1", None),
+           identify(None, "cu1", key="d1"),
+           {"topic": "identities", "key": "d1", "value": {"type": "identify", "device_id": "d1",
+                                                          "customer_id": "cu1"}}]
+    for b in bad:
+        o, eng = run_eng([b], True)
+        assert len(o) == 1 and o[0]["topic"] == "dlq" and eng.links == {}, (b, o)
+        h = o[0]["headers"]
+        assert h["attrib.source.topic"] == "identities" and h["attrib.source.offset"] == "0"
+        assert o[0]["key"] == b["key"] and o[0]["value"] == b["value"]
+    # type may be absent; unknown fields are ignored; no output
+    o, eng = run_eng([{"topic": "identities", "key": "d1", "value": {"device_id": "d1", "customer_id": "cu1",
+                                                                     "occurred_at": T0, "extra": 1}}], True)
+    assert o == [] and eng.links == {"d1": "cu1"}
+
+
+@check
+def merged_journey_touchpoint_cap():
+    recs = [program(), contract("pa1")]
+    recs += [sclick("a%02d" % i, "pa1", "2026-11-01T%02d:00:00Z" % i, dev="d2") for i in range(20)]
+    recs += [sclick("b%02d" % i, "pa1", "2026-11-02T%02d:00:00Z" % i, dev="d1", cust="cu1") for i in range(20)]
+    recs += [sclick("e%02d" % i, "pa1", "2026-11-03T%02d:00:00Z" % i, dev="d2") for i in range(20)]
+    recs += [identify("d2", "cu1"), sconv("o1", cust="cu1", key="cu1")]
+    a = sact(recs)
+    tp = [t["click_id"] for t in a["journey"]["touchpoints"]]
+    assert a["journey"]["total"] == 60 and len(tp) == 50, a["journey"]["total"]
+    assert tp[0] == "a00" and tp[1] == "a11" and tp[10] == "b00" and tp[-1] == "e19", tp
+    assert a["credits"][0]["click_id"] == "e19" and a["credits"][0]["device_id"] == "d2"
+
+
+@check
+def stitching_settings():
+    f = attrib_ref.stitching_setting
+    assert f(False, None, {}) is False and f(True, None, {}) is True
+    assert f(False, None, {"ATTRIB_IDENTITY_STITCHING": "true"}) is True
+    assert f(False, None, {"ATTRIB_IDENTITY_STITCHING": "1"}) is True
+    assert f(False, None, {"ATTRIB_IDENTITY_STITCHING": "TRUE"}) is True
+    assert f(False, None, {"ATTRIB_IDENTITY_STITCHING": "false"}) is False
+    assert f(False, None, {"ATTRIB_IDENTITY_STITCHING": "0"}) is False
+    try:
+        f(False, None, {"ATTRIB_IDENTITY_STITCHING": "maybe"})
+        raise AssertionError("accepted 'maybe'")
+    except ValueError:
+        pass
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        on, off = os.path.join(d, "on.toml"), os.path.join(d, "off.toml")
+        with open(on, "w") as fh:
+            fh.write('brokers = "x:9092"\n[identity]\nstitching = true\n')
+        with open(off, "w") as fh:
+            fh.write('identity.stitching = false\n')
+        assert f(False, on, {}) is True and f(False, off, {}) is False
+        assert f(False, on, {"ATTRIB_IDENTITY_STITCHING": "false"}) is False   # the environment wins
+        assert f(True, off, {"ATTRIB_IDENTITY_STITCHING": "false"}) is True    # the flag wins
 
 
 def main():
