@@ -1135,7 +1135,6 @@ impl Drop for Cluster {
 /// a partition attrib reads is killed (SIGKILL) and later started again, then the leader of a
 /// partition it writes; attrib goes on by itself and the read_committed output equals replay's.
 #[test]
-#[ignore = "in about 1 run of 4 attrib stops committing after a transaction error during the leader kill (open bug, see docs/exactly-once.md); runs in scripts/test --long"]
 fn failover_three_brokers_leaders_killed_output_is_exact() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if common::real_broker().is_none() {
