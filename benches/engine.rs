@@ -3,12 +3,12 @@
 //! `cargo bench --bench engine` prints, per case, the time per iteration and the throughput in
 //! records/s (criterion's "thrpt").
 
-use attrib::engine::{self, Clock, EngineSettings};
-use attrib::journey::Journey;
-use attrib::output::Output;
-use attrib::records::{Event, Limits, decode_click, decode_conversion_topic};
-use attrib::tables::Tables;
-use attrib::workload;
+use attrib::rules::engine::{self, Clock, EngineSettings};
+use attrib::model::journey::Journey;
+use attrib::model::output::Output;
+use attrib::model::records::{Event, Limits, decode_click, decode_conversion_topic};
+use attrib::model::tables::Tables;
+use attrib::tools::workload;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -143,7 +143,7 @@ fn bench_replay(c: &mut Criterion) {
     g.bench_function(format!("mixed_{n}_records"), |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(64 << 20);
-            let s = attrib::replay::replay(input.as_bytes(), &mut out).unwrap();
+            let s = attrib::tools::replay::replay(input.as_bytes(), &mut out).unwrap();
             black_box((s, out.len()))
         })
     });

@@ -48,8 +48,8 @@
 //! - `ATTRIB_BENCH_DEBUG=1`: each latency measurement's mean by tenth, in order received (a
 //!   rising series means the system falls behind).
 
-use attrib::settings::{Guarantee, Settings};
-use attrib::workload::{self, GenRecord};
+use attrib::ops::settings::{Guarantee, Settings};
+use attrib::tools::workload::{self, GenRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -450,8 +450,8 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
 /// `log.message.timestamp.after.max.ms` ahead). Every click is written before every
 /// conversion, and attrib takes the click on a tie.
 fn produce(s: &Settings, records: &[GenRecord]) -> anyhow::Result<()> {
-    let producer = attrib::demo::input_producer(&s.brokers)?;
-    attrib::demo::send_records(&producer, s, records, attrib::demo::Stamp::WallClock)
+    let producer = attrib::tools::demo::input_producer(&s.brokers)?;
+    attrib::tools::demo::send_records(&producer, s, records, attrib::tools::demo::Stamp::WallClock)
 }
 
 /// A client that reads the consumer group's committed offsets (kept for the whole case, so
@@ -779,7 +779,7 @@ fn conversion_json(key: &str) -> String {
 /// and its output, which the reader then skips.
 fn warm_up(s: &Settings, reader: &BaseConsumer<DefaultConsumerContext>) -> anyhow::Result<()> {
     let warm = GenRecord {
-        topic: attrib::records::InputTopic::Conversions,
+        topic: attrib::model::records::InputTopic::Conversions,
         key: Some("warm-up".into()),
         value: Some(conversion_json("warm-up")),
     };
@@ -844,7 +844,7 @@ fn journeys_rss(cluster: &Mock<'_>, devices: usize) {
                     .map(|i| {
                         let key = format!("rss-{i}");
                         GenRecord {
-                            topic: attrib::records::InputTopic::Clicks,
+                            topic: attrib::model::records::InputTopic::Clicks,
                             key: Some(key.clone()),
                             value: Some(format!(
                                 r#"{{"type":"click","click_id":"{key}","program_id":"shoes","partner_id":"coupons-r-us","occurred_at":"2026-06-01T00:00:00Z","device_id":"{key}"}}"#

@@ -1,46 +1,37 @@
 //! attrib: an event-stream attribution processor for partnership marketing.
 //!
-//! A tour of the modules, from the pure core outwards:
+//! A tour of the modules, folder by folder, from the pure core outwards. Dependencies point
+//! one way: [`model`] ← [`rules`] ← [`stage`] ← [`runtime`]; [`formats`] and [`state`] depend
+//! only on the model; [`ops`] and [`tools`] sit on top. Only [`runtime`] talks to Kafka
+//! (`tests/layout.rs` keeps it so).
 //!
-//! - [`time`], [`money`]: event times as milliseconds, money as exact decimals.
-//! - [`records`]: input records, decoded and validated into checked types (or a DLQ reason).
-//! - [`tables`]: programs, contracts, cross-program settings and promo codes, read whole.
-//! - [`journey`]: the state of one journey key (clicks and orders), as stored.
-//! - [`engine`] and [`payout`]: the attribution rules of DESIGN §3, pure (time passed in).
-//! - [`output`]: actions and invalid actions.
-//! - [`processor`]: decode → engine → outputs for a batch of one partition, over a
-//!   [`store::JourneyStore`]; shared by `replay`, `run` and `demo`.
-//! - [`changelog`]: the journeys changelog's transaction segments and the restore that keeps
-//!   only committed ones (no IO).
-//! - [`store`]: journey stores: RocksDB (on its own thread-safe handle) and in-memory.
-//! - [`codec`]: output encodings (JSON, Avro) and DLQ headers.
-//! - [`avro`]: Avro input (Confluent and single-object framing, schema resolution into the
-//!   JSON form) and Avro output, with a Schema Registry client.
-//! - [`replay`]: the engine over a JSONL file, no Kafka.
-//! - [`settings`]: the TOML/env configuration, validated.
-//! - [`input_order`]: a task's input partitions merged by record timestamp (no IO).
-//! - [`pipeline`]: the Kafka processor behind `attrib run`.
-//! - [`metrics`], [`http`]: Prometheus metrics and the HTTP endpoints.
-//! - [`demo`]: an embedded mock cluster, synthetic traffic and a summary.
+//! - [`model`]: plain data, no IO. Event times and money ([`model::time`],
+//!   [`model::money`]), input records decoded and validated into checked types or a DLQ reason
+//!   ([`model::records`]), programs, contracts and promo codes ([`model::tables`]), one
+//!   journey's state ([`model::journey`]), actions and invalid actions ([`model::output`]).
+//! - [`rules`]: the attribution rules of the design (docs/design.md §3), pure, time passed
+//!   in: [`rules::engine`] decides credit, [`rules::payout`] computes payouts.
+//! - [`formats`]: bytes ↔ model without Kafka: Avro input and output with a Schema Registry
+//!   client ([`formats::avro`]), output encodings and DLQ headers ([`formats::codec`]).
+//! - [`state`]: journey stores, RocksDB and in-memory ([`state::store`]), and the changelog's
+//!   transaction segments with the restore that keeps only committed ones
+//!   ([`state::changelog`]); no Kafka.
+//! - [`stage`]: one stage of the topology: decode → rules → outputs and state writes for a batch
+//!   of one partition. [`stage::attribution`] is the attribution stage `replay`, `run` and
+//!   `demo` share.
+//! - [`runtime`]: the Kafka runtime behind `attrib run`: clients, tasks, transactions,
+//!   restore, the poll loop ([`runtime::pipeline`]) and a task's input partitions merged by
+//!   record timestamp ([`runtime::input_order`], no IO).
+//! - [`ops`]: settings ([`ops::settings`], TOML and environment, validated), Prometheus
+//!   metrics ([`ops::metrics`]) and the HTTP endpoints ([`ops::http`]).
+//! - [`tools`]: `replay` over a JSONL file ([`tools::replay`]), the embedded demo
+//!   ([`tools::demo`]) and the synthetic workload ([`tools::workload`]).
 
-pub mod avro;
-pub mod changelog;
-pub mod codec;
-pub mod demo;
-pub mod engine;
-pub mod http;
-pub mod input_order;
-pub mod journey;
-pub mod metrics;
-pub mod money;
-pub mod output;
-pub mod payout;
-pub mod pipeline;
-pub mod processor;
-pub mod records;
-pub mod replay;
-pub mod settings;
-pub mod store;
-pub mod tables;
-pub mod time;
-pub mod workload;
+pub mod formats;
+pub mod model;
+pub mod ops;
+pub mod rules;
+pub mod runtime;
+pub mod stage;
+pub mod state;
+pub mod tools;

@@ -1,7 +1,7 @@
 //! The `attrib` binary: `run`, `demo`, `replay` and helpers.
 
 use anyhow::{Context, Result};
-use attrib::settings::{LogFormat, Settings};
+use attrib::ops::settings::{LogFormat, Settings};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -81,7 +81,7 @@ fn main() -> Result<()> {
         Command::Run { config } => {
             let settings = Settings::load(config.as_deref())?;
             init_logs(settings.log_format, &settings.log_level);
-            attrib::pipeline::run_until_signal(settings)
+            attrib::runtime::pipeline::run_until_signal(settings)
         }
         Command::Demo {
             keep_running,
@@ -91,7 +91,7 @@ fn main() -> Result<()> {
                 LogFormat::Plain,
                 &std::env::var("ATTRIB_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
             );
-            attrib::demo::run(keep_running, clicks)
+            attrib::tools::demo::run(keep_running, clicks)
         }
         Command::Replay { input, output } => {
             let reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
@@ -108,7 +108,7 @@ fn main() -> Result<()> {
                 ),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let (s, state) = attrib::replay::replay_keeping_state(reader, writer)?;
+            let (s, state) = attrib::tools::replay::replay_keeping_state(reader, writer)?;
             // The process exits next: dropping the journeys one by one would only slow it.
             std::mem::forget(state);
             eprintln!(
@@ -123,7 +123,7 @@ fn main() -> Result<()> {
             seed,
         } => {
             use std::io::Write;
-            let w = attrib::workload::generate(seed, clicks, devices);
+            let w = attrib::tools::workload::generate(seed, clicks, devices);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for r in w.all() {
                 writeln!(out, "{}", r.replay_line())?;

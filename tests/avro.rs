@@ -6,22 +6,22 @@
 
 mod common;
 
-use attrib::avro::{
+use attrib::formats::avro::{
     self, AvroInput, AvroOutput, Framing, JsonEncoder, confluent_header, datum_to_json, own_schema,
     single_object_header,
 };
-use attrib::codec::{self, OutputTopic, TopicFormats};
-use attrib::demo::{ReadBack, produce, read_topics, wait_consumed};
-use attrib::engine::EngineSettings;
-use attrib::output::{
+use attrib::formats::codec::{self, OutputTopic, TopicFormats};
+use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
+use attrib::rules::engine::EngineSettings;
+use attrib::model::output::{
     Action, Change, Credit, InvalidAction, JourneyView, Reason, ReferralType, State, Touchpoint,
 };
-use attrib::processor::{InRecord, OutRecord, Processor};
-use attrib::records::{CustomerStatus, InputTopic, Limits, decode_click, decode_conversion_topic};
-use attrib::settings::{Guarantee, OutputFormat, Settings};
-use attrib::store::MemoryStore;
-use attrib::tables::Tables;
-use attrib::time::parse_rfc3339;
+use attrib::stage::attribution::{InRecord, OutRecord, Processor};
+use attrib::model::records::{CustomerStatus, InputTopic, Limits, decode_click, decode_conversion_topic};
+use attrib::ops::settings::{Guarantee, OutputFormat, Settings};
+use attrib::state::store::MemoryStore;
+use attrib::model::tables::Tables;
+use attrib::model::time::parse_rfc3339;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -2019,7 +2019,7 @@ fn norm_fastavro(stem: &str, v: &Json) -> Json {
             }
             Json::Object(m) => match m.get("logicalType").and_then(Json::as_str) {
                 Some("timestamp-millis") => {
-                    json!(attrib::time::format_rfc3339(v.as_i64().unwrap()))
+                    json!(attrib::model::time::format_rfc3339(v.as_i64().unwrap()))
                 }
                 Some(_) => v.clone(),
                 None => match &m["type"] {
@@ -2079,7 +2079,7 @@ fn attrib_reads_what_fastavro_writes() {
     assert_eq!(j["items"][1]["unit_price"], "0.000000");
     assert_eq!(j["test"], true);
     let ev = decode_conversion_topic(&serde_json::to_vec(&j).unwrap(), &Limits::default()).unwrap();
-    let attrib::records::Event::Conversion(c) = ev else {
+    let attrib::model::records::Event::Conversion(c) = ev else {
         panic!()
     };
     assert_eq!(c.items[0].unit_price, "19.99".parse::<Decimal>().unwrap());
@@ -2100,7 +2100,7 @@ fn attrib_reads_what_fastavro_writes() {
     assert_eq!(c.referral_window_days, Some(14));
     assert_eq!(
         c.payout.as_ref().unwrap().default,
-        Some(attrib::tables::Rate::Percent("12.5".parse().unwrap()))
+        Some(attrib::model::tables::Rate::Percent("12.5".parse().unwrap()))
     );
 }
 
@@ -2254,7 +2254,7 @@ enum Kind {
 }
 
 fn valid_record(topic: InputTopic, i: usize, base: i64) -> (String, String) {
-    let t = |s: i64| attrib::time::format_rfc3339(base + s * 1000);
+    let t = |s: i64| attrib::model::time::format_rfc3339(base + s * 1000);
     match topic {
         InputTopic::Clicks => (
             format!("d-{}", i / 4 % 125),
@@ -2560,7 +2560,7 @@ fn flood_of_bad_lines_through_replay() {
     }
     let mut p = processor().with_avro(Arc::new(input()));
     let mut output = Vec::new();
-    let s = attrib::replay::replay_into(&mut p, lines.as_bytes(), &mut output, || base).unwrap();
+    let s = attrib::tools::replay::replay_into(&mut p, lines.as_bytes(), &mut output, || base).unwrap();
     assert_eq!(s.lines, N as u64 + 2);
     assert_eq!(s.dlq, bad, "every bad line is in the DLQ");
     assert_eq!(

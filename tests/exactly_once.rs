@@ -12,10 +12,10 @@
 
 mod common;
 
-use attrib::demo::{ReadBack, produce, read_topics};
-use attrib::records::InputTopic;
-use attrib::settings::{Guarantee, Settings};
-use attrib::workload::GenRecord;
+use attrib::tools::demo::{ReadBack, produce, read_topics};
+use attrib::model::records::InputTopic;
+use attrib::ops::settings::{Guarantee, Settings};
+use attrib::tools::workload::GenRecord;
 use common::rec;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -234,7 +234,7 @@ fn waves(seed: u64, count: usize, devices: usize) -> Vec<Wave> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out: Vec<Wave> = Vec::new();
     let mut previous: Vec<(String, String, i64)> = Vec::new();
-    let base = attrib::time::parse_rfc3339("2026-10-01T00:00:00Z").unwrap();
+    let base = attrib::model::time::parse_rfc3339("2026-10-01T00:00:00Z").unwrap();
     for w in 0..count {
         let mut wave = Wave {
             clicks: Vec::new(),
@@ -248,7 +248,7 @@ fn waves(seed: u64, count: usize, devices: usize) -> Vec<Wave> {
                 let p = if rng.gen_bool(0.8) { "p1" } else { "p2" };
                 wave.clicks.push(rec(Clicks, &key, &format!(
                     r#"{{"type":"click","click_id":"{key}-c{c}","program_id":"{p}","partner_id":"pa{}","occurred_at":"{}","device_id":"{key}"}}"#,
-                    rng.gen_range(0..5), attrib::time::format_rfc3339(t0 + c * 60_000)
+                    rng.gen_range(0..5), attrib::model::time::format_rfc3339(t0 + c * 60_000)
                 )));
             }
             if rng.gen_bool(0.05) {
@@ -264,7 +264,7 @@ fn waves(seed: u64, count: usize, devices: usize) -> Vec<Wave> {
             };
             wave.conversions.push(rec(Conversions, &key, &format!(
                 r#"{{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"{order}","occurred_at":"{}","device_id":"{key}","order_discount":"1.00","items":[{{"sku":"A","category":"shoes","quantity":{},"unit_price":"19.99"}},{{"sku":"B","category":"hats","quantity":1,"unit_price":"5.05"}}]{code}}}"#,
-                attrib::time::format_rfc3339(tc), rng.gen_range(1..4)
+                attrib::model::time::format_rfc3339(tc), rng.gen_range(1..4)
             )));
             orders.push((key, order, tc));
         }
@@ -272,11 +272,11 @@ fn waves(seed: u64, count: usize, devices: usize) -> Vec<Wave> {
             match rng.gen_range(0..6) {
                 0 => wave.conversions.push(rec(Conversions, &key, &format!(
                     r#"{{"type":"modification","program_id":"p1","event_type":"sale","order_id":"{order}","occurred_at":"{}","items":[{{"sku":"A","quantity":0}}]}}"#,
-                    attrib::time::format_rfc3339(tc + 86_400_000)
+                    attrib::model::time::format_rfc3339(tc + 86_400_000)
                 ))),
                 1 => wave.conversions.push(rec(Conversions, &key, &format!(
                     r#"{{"type":"reversal","program_id":"p1","event_type":"sale","order_id":"{order}","occurred_at":"{}"}}"#,
-                    attrib::time::format_rfc3339(tc + 86_400_000)
+                    attrib::model::time::format_rfc3339(tc + 86_400_000)
                 ))),
                 2 => wave.conversions.push(rec(Conversions, &key, r#"not json"#)),
                 _ => {}
@@ -685,9 +685,9 @@ fn natural(seed: u64, count: usize, devices: usize) -> Vec<GenRecord> {
 fn produce_paced(s: &Settings, records: Vec<GenRecord>) -> std::thread::JoinHandle<()> {
     let s = s.clone();
     std::thread::spawn(move || {
-        let producer = attrib::demo::input_producer(&s.brokers).unwrap();
+        let producer = attrib::tools::demo::input_producer(&s.brokers).unwrap();
         for chunk in records.chunks(8) {
-            attrib::demo::send_records(&producer, &s, chunk, attrib::demo::Stamp::Distinct)
+            attrib::tools::demo::send_records(&producer, &s, chunk, attrib::tools::demo::Stamp::Distinct)
                 .unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }

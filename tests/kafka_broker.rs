@@ -3,7 +3,7 @@
 
 mod common;
 
-use attrib::settings::Guarantee;
+use attrib::ops::settings::Guarantee;
 
 #[test]
 fn end_to_end_on_a_real_broker_exactly_once() {
@@ -20,7 +20,7 @@ fn end_to_end_on_a_real_broker_exactly_once() {
 /// compressed with zstd: every conversion is credited, nothing stalls.
 #[test]
 fn compressed_input_and_output_every_codec() {
-    use attrib::demo::{next_timestamp, read_topics};
+    use attrib::tools::demo::{next_timestamp, read_topics};
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let Some(brokers) = common::real_broker() else {
@@ -30,12 +30,12 @@ fn compressed_input_and_output_every_codec() {
     let mut s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
     s.kafka.insert("compression.type".into(), "zstd".into());
     common::create_topics(&brokers, &common::topics_of(&s, 2));
-    attrib::demo::produce(&brokers, &s, &[common::rec(
-        attrib::records::InputTopic::Config,
+    attrib::tools::demo::produce(&brokers, &s, &[common::rec(
+        attrib::model::records::InputTopic::Config,
         "program/p1",
         r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD"}"#,
     ), common::rec(
-        attrib::records::InputTopic::Config,
+        attrib::model::records::InputTopic::Config,
         "contract/p1/pa1",
         r#"{"type":"contract","program_id":"p1","partner_id":"pa1","active_from":"2026-01-01T00:00:00Z","payout":{"default":{"fixed":"2.00"}}}"#,
     )])
@@ -70,7 +70,7 @@ fn compressed_input_and_output_every_codec() {
     }
     let run = common::Running::start(&s);
     run.wait_ready(std::time::Duration::from_secs(60));
-    attrib::demo::wait_consumed(&run.handles, 8, std::time::Duration::from_secs(60)).unwrap();
+    attrib::tools::demo::wait_consumed(&run.handles, 8, std::time::Duration::from_secs(60)).unwrap();
     let actions = read_topics(&brokers, &[&s.topics.actions]).unwrap();
     let mut orders: Vec<String> = actions
         .iter()
@@ -100,8 +100,8 @@ fn compressed_input_and_output_every_codec() {
 /// the contracts written last.
 #[test]
 fn large_config_topic_over_partitions_is_loaded_before_ready() {
-    use attrib::demo::{produce, read_topics};
-    use attrib::records::InputTopic::*;
+    use attrib::tools::demo::{produce, read_topics};
+    use attrib::model::records::InputTopic::*;
     let Some(brokers) = common::real_broker() else {
         return;
     };
@@ -147,7 +147,7 @@ fn large_config_topic_over_partitions_is_loaded_before_ready() {
         )));
     }
     produce(&brokers, &s, &events).unwrap();
-    attrib::demo::wait_consumed(
+    attrib::tools::demo::wait_consumed(
         &run.handles,
         events.len() as u64,
         std::time::Duration::from_secs(60),

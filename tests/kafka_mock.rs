@@ -2,7 +2,7 @@
 
 mod common;
 
-use attrib::settings::Guarantee;
+use attrib::ops::settings::Guarantee;
 use rdkafka::mocking::MockCluster;
 
 #[test]

@@ -12,10 +12,10 @@
 
 mod common;
 
-use attrib::demo::{ReadBack, produce, read_topics, wait_consumed};
-use attrib::pipeline::Handles;
-use attrib::records::InputTopic;
-use attrib::settings::{Guarantee, JourneysApi, Settings};
+use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
+use attrib::runtime::pipeline::Handles;
+use attrib::model::records::InputTopic;
+use attrib::ops::settings::{Guarantee, JourneysApi, Settings};
 use common::{HttpServer, Running, Sample, http_state, parse_metrics, rec};
 use rdkafka::mocking::MockCluster;
 use rust_decimal::Decimal;
@@ -157,7 +157,7 @@ fn run_e2e() -> E2e {
     // The synthetic workload (programs, contracts, promo codes, clicks, conversions with
     // duplicates, modifications, reversals, test conversions, malformed records), plus a
     // refused config record and a click without partner: every output kind and DLQ path.
-    let mut w = attrib::workload::generate(7, 4000, 1000);
+    let mut w = attrib::tools::workload::generate(7, 4000, 1000);
     w.tables.push(rec(
         Config,
         "program/bad",
@@ -350,7 +350,7 @@ fn metrics_count_what_went_in_and_came_out() {
     for d in &e.dlq {
         let err = d.headers.get("attrib.error").expect("attrib.error header");
         *want
-            .entry(attrib::processor::dlq_reason_label(err).to_string())
+            .entry(attrib::stage::attribution::dlq_reason_label(err).to_string())
             .or_default() += 1;
     }
     assert_eq!(

@@ -1,15 +1,15 @@
 //! Property tests of the engine over generated streams (proptest picks the seeds and sizes).
 
-use attrib::engine::EngineSettings;
-use attrib::processor::Processor;
-use attrib::records::Limits;
-use attrib::replay::replay_into;
-use attrib::store::MemoryStore;
+use attrib::rules::engine::EngineSettings;
+use attrib::stage::attribution::Processor;
+use attrib::model::records::Limits;
+use attrib::tools::replay::replay_into;
+use attrib::state::store::MemoryStore;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
 fn stream(seed: u64, clicks: usize) -> Vec<String> {
-    let w = attrib::workload::generate(seed, clicks, (clicks / 6).max(5));
+    let w = attrib::tools::workload::generate(seed, clicks, (clicks / 6).max(5));
     w.all().map(|r| r.replay_line()).collect()
 }
 
@@ -42,7 +42,7 @@ proptest! {
     fn actions_are_consistent(seed in 0u64..1_000_000, clicks in 200usize..2_000) {
         let lines = stream(seed, clicks);
         let out = run(&mut processor(), &lines);
-        let w = attrib::workload::generate(seed, clicks, (clicks / 6).max(5));
+        let w = attrib::tools::workload::generate(seed, clicks, (clicks / 6).max(5));
         let mut contracts = std::collections::HashSet::new();
         for r in &w.tables {
             if let Some(k) = r.key.as_deref().and_then(|k| k.strip_prefix("contract/")) {

@@ -46,7 +46,7 @@ fn replay_of_the_hand_written_stream_gives_the_reviewed_lines() {
 fn replay_twice_gives_identical_bytes_but_processed_at() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let w = attrib::workload::generate(3, 5_000, 800);
+    let w = attrib::tools::workload::generate(3, 5_000, 800);
     let text: String = w.all().map(|r| r.replay_line() + "\n").collect();
     std::fs::write(&input, text).unwrap();
     let a = replay(&input);

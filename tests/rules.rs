@@ -1,11 +1,11 @@
 //! Table tests, one group per rule of DESIGN §3, with hand-computed expectations.
 
-use attrib::engine::{self, Clock, EngineSettings};
-use attrib::journey::Journey;
-use attrib::output::{Action, InvalidAction, Output};
-use attrib::records::{Event, Limits, decode_click, decode_conversion_topic};
-use attrib::tables::Tables;
-use attrib::time::parse_rfc3339;
+use attrib::rules::engine::{self, Clock, EngineSettings};
+use attrib::model::journey::Journey;
+use attrib::model::output::{Action, InvalidAction, Output};
+use attrib::model::records::{Event, Limits, decode_click, decode_conversion_topic};
+use attrib::model::tables::Tables;
+use attrib::model::time::parse_rfc3339;
 
 struct World {
     tables: Tables,
@@ -721,7 +721,7 @@ fn modifications_reversals_deltas_and_locking() {
         ),
         ("reversed", "0.000000".into(), "0.000000".into())
     );
-    assert_eq!(r.state, attrib::output::State::Reversed);
+    assert_eq!(r.state, attrib::model::output::State::Reversed);
     // After locking (but inside retention) a reversed action still answers already_reversed.
     assert_eq!(
         reason(w.record(&format!(

@@ -1,11 +1,11 @@
 //! Test helpers shared by the Kafka tests: one end-to-end body run against every broker.
 #![allow(dead_code)]
 
-use attrib::demo::{ReadBack, produce, read_topics, wait_consumed};
-use attrib::pipeline::{self, Handles};
-use attrib::records::InputTopic;
-use attrib::settings::{Guarantee, Settings};
-use attrib::workload::GenRecord;
+use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
+use attrib::runtime::pipeline::{self, Handles};
+use attrib::model::records::InputTopic;
+use attrib::ops::settings::{Guarantee, Settings};
+use attrib::tools::workload::GenRecord;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -324,8 +324,8 @@ impl Running {
 }
 
 /// The HTTP state `attrib run` builds from its settings and handles.
-pub fn http_state(s: &Settings, h: &Handles) -> attrib::http::HttpState {
-    attrib::http::HttpState {
+pub fn http_state(s: &Settings, h: &Handles) -> attrib::ops::http::HttpState {
+    attrib::ops::http::HttpState {
         metrics: h.metrics.clone(),
         ready: h.ready.clone(),
         heartbeat: h.heartbeat.clone(),
@@ -347,7 +347,7 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    pub fn start(state: attrib::http::HttpState) -> HttpServer {
+    pub fn start(state: attrib::ops::http::HttpState) -> HttpServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -359,7 +359,7 @@ impl HttpServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         rt.spawn(async move {
-            axum::serve(listener, attrib::http::router(state))
+            axum::serve(listener, attrib::ops::http::router(state))
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })

@@ -1,10 +1,10 @@
 //! The arithmetic of rules 5 and 6: credit-policy weights, item bases and contract payouts.
 //! Exact decimals throughout; rounding happens only where the engine publishes a value.
 
-use crate::journey::StoredClick;
-use crate::records::{CreditPolicy, CustomerStatus, Item};
-use crate::tables::{Payout, Program, Rate, When};
-use crate::time::{DAY_MS, Millis};
+use crate::model::journey::StoredClick;
+use crate::model::records::{CreditPolicy, CustomerStatus, Item};
+use crate::model::tables::{Payout, Program, Rate, When};
+use crate::model::time::{DAY_MS, Millis};
 use rust_decimal::prelude::*;
 
 /// Exact weights of the competing participations (ordered by their standing click's time).
@@ -157,7 +157,7 @@ pub fn contract_total(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::PayoutGroup;
+    use crate::model::tables::PayoutGroup;
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
@@ -216,8 +216,8 @@ mod tests {
     #[test]
     fn time_decay_halves_per_half_life() {
         assert_eq!(decay(0, d("7")), Decimal::ONE);
-        assert_eq!(crate::money::round6(decay(7 * DAY_MS, d("7"))), d("0.5"));
-        assert_eq!(crate::money::round6(decay(14 * DAY_MS, d("7"))), d("0.25"));
+        assert_eq!(crate::model::money::round6(decay(7 * DAY_MS, d("7"))), d("0.5"));
+        assert_eq!(crate::model::money::round6(decay(14 * DAY_MS, d("7"))), d("0.25"));
         assert!(
             (decay(DAY_MS * 7 / 2, d("7")) - d("0.70710678118654752440")).abs()
                 < d("0.000000000001")

@@ -1,10 +1,10 @@
 //! The state of one journey key: its clicks and its orders. Stored in RocksDB (bincode) and
 //! mirrored to the changelog; only the engine changes it.
 
-use crate::output::{ReferralType, Touchpoint};
-use crate::records::{CustomerStatus, Id, Item};
-use crate::tables::Payout;
-use crate::time::Millis;
+use crate::model::output::{ReferralType, Touchpoint};
+use crate::model::records::{CustomerStatus, Id, Item};
+use crate::model::tables::Payout;
+use crate::model::time::Millis;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -189,7 +189,7 @@ impl Journey {
                 }
             }
             // Marks are kept for a year after their latest click.
-            let forget = stream_time.saturating_sub(crate::time::days_to_ms(365));
+            let forget = stream_time.saturating_sub(crate::model::time::days_to_ms(365));
             self.expired.retain(|e| e.latest >= forget);
         }
         self.orders.retain(|o| o.expires_at > stream_time);

@@ -18,7 +18,7 @@ pub struct PartitionMeta {
     pub table_dlq_marks: Vec<(String, i32, i64)>,
     /// The changelog segment (transaction) this state was last committed in, under
     /// `exactly_once`; the next segment names it as its parent.
-    pub segment: Option<crate::changelog::SegmentId>,
+    pub segment: Option<crate::state::changelog::SegmentId>,
 }
 
 impl PartitionMeta {

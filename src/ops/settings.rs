@@ -7,9 +7,9 @@
 //! from `ATTRIB_KAFKA_<OPTION>` with `_` read as `.` (`ATTRIB_KAFKA_SASL_MECHANISMS` →
 //! `sasl.mechanisms`).
 
-use crate::engine::EngineSettings;
-use crate::records::Limits;
-use crate::time::days_to_ms;
+use crate::rules::engine::EngineSettings;
+use crate::model::records::Limits;
+use crate::model::time::days_to_ms;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ pub enum LogFormat {
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     Json,
-    /// Avro datums of `schemas/action.avsc` and `invalid_action.avsc` (see [`crate::avro`]).
+    /// Avro datums of `schemas/action.avsc` and `invalid_action.avsc` (see [`crate::formats::avro`]).
     Avro,
 }
 
@@ -436,9 +436,9 @@ impl Settings {
         Ok(())
     }
 
-    /// How a task orders its input partitions (see [`crate::input_order`]).
-    pub fn order_settings(&self) -> crate::input_order::OrderSettings {
-        crate::input_order::OrderSettings {
+    /// How a task orders its input partitions (see [`crate::runtime::input_order`]).
+    pub fn order_settings(&self) -> crate::runtime::input_order::OrderSettings {
+        crate::runtime::input_order::OrderSettings {
             max_task_idle: std::time::Duration::from_millis(self.max_task_idle_ms),
             grace: std::time::Duration::from_millis(self.input_grace_ms),
             ..Default::default()

@@ -4,12 +4,12 @@
 //! Records are validated into checked types before they replace anything; a refused record
 //! leaves the previous version in force.
 
-use crate::money;
-use crate::records::{
+use crate::model::money;
+use crate::model::records::{
     CreditGroup, CreditPolicy, CustomerStatus, Invalid, Limits, ProgramKind, PromoPolicy, Scope,
     check_len, invalid, optional_id, parse_json, required, required_id,
 };
-use crate::time::{self, Millis};
+use crate::model::time::{self, Millis};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -156,7 +156,7 @@ impl Tables {
     /// The longest window clicks may need to be kept for, in days.
     pub fn max_window_days(&self) -> i64 {
         let longest = self.windows.keys().next_back().copied().unwrap_or(0);
-        longest.max(crate::engine::DEFAULT_WINDOW_DAYS)
+        longest.max(crate::rules::engine::DEFAULT_WINDOW_DAYS)
     }
 
     fn count_window(&mut self, days: Option<i64>, delta: isize) {
@@ -175,7 +175,7 @@ impl Tables {
             .map(|p| p.locking_days)
             .max()
             .unwrap_or(0)
-            .max(crate::engine::DEFAULT_LOCKING_DAYS)
+            .max(crate::rules::engine::DEFAULT_LOCKING_DAYS)
     }
 
     /// Applies one record of the config topic (`value` None = tombstone).

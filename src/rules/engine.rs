@@ -4,19 +4,19 @@
 //! on the output) and the partition's stream time. `replay`, the Kafka pipeline and the tests
 //! all call [`apply`]; nothing else decides credit.
 
-use crate::journey::{CreditedOrder, Journey, StoredClick, StoredCredit, StoredOrder};
-use crate::money::round6;
-use crate::output::{
+use crate::model::journey::{CreditedOrder, Journey, StoredClick, StoredCredit, StoredOrder};
+use crate::model::money::round6;
+use crate::model::output::{
     Action, Change, Credit, InvalidAction, JourneyView, Output, Reason, ReferralType, State,
     Touchpoint, action_id,
 };
-use crate::payout;
-use crate::records::{
+use crate::rules::payout;
+use crate::model::records::{
     Click, Conversion, CreditGroup, CreditPolicy, Event, Modification, ProgramKind, PromoPolicy,
     Reversal, Scope,
 };
-use crate::tables::{Program, PromoAssignment, Tables};
-use crate::time::{Millis, days_to_ms};
+use crate::model::tables::{Program, PromoAssignment, Tables};
+use crate::model::time::{Millis, days_to_ms};
 use rust_decimal::Decimal;
 
 pub const DEFAULT_WINDOW_DAYS: i64 = 30;

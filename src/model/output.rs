@@ -1,8 +1,8 @@
 //! What attrib writes: attributed actions and invalid actions (DESIGN §2).
 
-use crate::money;
-use crate::records::CustomerStatus;
-use crate::time::{self, Millis};
+use crate::model::money;
+use crate::model::records::CustomerStatus;
+use crate::model::time::{self, Millis};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 

@@ -4,14 +4,14 @@
 //! the journeys touched since the last [`Processor::flush`]; a flush writes them to the store in
 //! one batch per partition and returns the same writes for the changelog.
 
-use crate::avro::AvroInput;
-use crate::engine::{self, Clock, EngineSettings};
-use crate::journey::Journey;
-use crate::output::{Action, InvalidAction, Output};
-use crate::records::{self, Event, InputTopic, Invalid, Limits};
-use crate::store::{JourneyStore, PartitionMeta, StateWrite};
-use crate::tables::Tables;
-use crate::time::Millis;
+use crate::formats::avro::AvroInput;
+use crate::rules::engine::{self, Clock, EngineSettings};
+use crate::model::journey::Journey;
+use crate::model::output::{Action, InvalidAction, Output};
+use crate::model::records::{self, Event, InputTopic, Invalid, Limits};
+use crate::state::store::{JourneyStore, PartitionMeta, StateWrite};
+use crate::model::tables::Tables;
+use crate::model::time::Millis;
 use anyhow::{Context, Result};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;

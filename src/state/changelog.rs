@@ -17,7 +17,7 @@
 //! Journey records outside any segment (at-least-once writes, or a log whose markers were
 //! compacted away) are applied as they come: on such a log every visible record is committed.
 
-use crate::store::{META_CHANGELOG_KEY, PartitionMeta, StateWrite};
+use crate::state::store::{META_CHANGELOG_KEY, PartitionMeta, StateWrite};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -5,11 +5,11 @@
 //! `{"topic":"actions|invalid_actions|dlq","key":…,"value":…}`. DLQ lines also carry the
 //! headers a Kafka DLQ record would have.
 
-use crate::codec::{OutputTopic, dlq_headers};
-use crate::engine::EngineSettings;
-use crate::processor::{InRecord, OutRecord, Processor};
-use crate::records::{InputTopic, JourneyTopic, Limits, RawEvent, RawEventSeed};
-use crate::store::{JourneyStore, MemoryStore};
+use crate::formats::codec::{OutputTopic, dlq_headers};
+use crate::rules::engine::EngineSettings;
+use crate::stage::attribution::{InRecord, OutRecord, Processor};
+use crate::model::records::{InputTopic, JourneyTopic, Limits, RawEvent, RawEventSeed};
+use crate::state::store::{JourneyStore, MemoryStore};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
@@ -168,7 +168,7 @@ fn process_line(
     }
     // A line that is not a record is kept whole, as a JSON string.
     let bad = |error: String, topic: &str| {
-        OutRecord::Dlq(Box::new(crate::processor::DlqRecord {
+        OutRecord::Dlq(Box::new(crate::stage::attribution::DlqRecord {
             key: None,
             value: Some(serde_json::to_vec(text).expect("strings serialize")),
             error,

@@ -4,8 +4,8 @@
 //! type and an unknown enum value each get their own readable reason (DESIGN §2). A reason is
 //! what lands in the DLQ's `attrib.error` header.
 
-use crate::money;
-use crate::time::{self, Millis};
+use crate::model::money;
+use crate::model::time::{self, Millis};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;

@@ -1,6 +1,6 @@
 //! The HTTP server: `/metrics`, `/health/live`, `/health/ready` and `GET /journeys/{key}`.
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

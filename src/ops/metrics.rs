@@ -1,8 +1,8 @@
 //! Prometheus metrics, named `attrib_<name>_<unit>` (counters end in `_total`), updated once
 //! per batch from aggregated counts.
 
-use crate::output::Change;
-use crate::processor::{OutRecord, Stats};
+use crate::model::output::Change;
+use crate::stage::attribution::{OutRecord, Stats};
 use prometheus::{
     CounterVec, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, exponential_buckets,

@@ -33,10 +33,10 @@
 //! CAs of `schema_registry_ca_file` only), with HTTP basic auth from
 //! `schema_registry_user`/`_password` or from credentials in the URL.
 
-use crate::output::{Action, InvalidAction};
-use crate::records::{InputTopic, Invalid, invalid};
-use crate::settings::{OutputFormat, Settings};
-use crate::time::format_rfc3339;
+use crate::model::output::{Action, InvalidAction};
+use crate::model::records::{InputTopic, Invalid, invalid};
+use crate::ops::settings::{OutputFormat, Settings};
+use crate::model::time::format_rfc3339;
 use anyhow::{Context, Result, anyhow, bail};
 use apache_avro::Schema;
 use apache_avro::schema::{InnerDecimalSchema, Name, RecordSchema, UuidSchema};
@@ -1695,8 +1695,8 @@ fn twos_complement(v: i128) -> Vec<u8> {
 
 fn json_decimal(j: &Json) -> Option<rust_decimal::Decimal> {
     match j {
-        Json::String(s) => crate::money::parse_decimal(s),
-        Json::Number(n) => crate::money::parse_decimal(&n.to_string()),
+        Json::String(s) => crate::model::money::parse_decimal(s),
+        Json::Number(n) => crate::model::money::parse_decimal(&n.to_string()),
         _ => None,
     }
 }
@@ -1774,7 +1774,7 @@ fn encode_value(
         }
         S::TimestampMillis | S::TimestampMicros | S::TimestampNanos => {
             let ms = match j {
-                Json::String(t) => crate::time::parse_rfc3339(t).ok_or_else(bad)?,
+                Json::String(t) => crate::model::time::parse_rfc3339(t).ok_or_else(bad)?,
                 _ => j.as_i64().ok_or_else(bad)?,
             };
             let mul = is_timestamp(s).unwrap_or(1);

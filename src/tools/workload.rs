@@ -3,7 +3,7 @@
 //! clicks over many devices, and conversions with items, duplicates, modifications, reversals,
 //! test conversions and a few malformed records. Used by `demo`, the tests and the benchmarks.
 
-use crate::records::InputTopic;
+use crate::model::records::InputTopic;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::fmt::Write;
@@ -83,7 +83,7 @@ const CATEGORIES: [&str; 4] = ["shoes", "hats", "jackets", "socks"];
 const START_MS: i64 = 1_790_812_800_000;
 
 fn ts(ms: i64) -> String {
-    crate::time::format_rfc3339(ms)
+    crate::model::time::format_rfc3339(ms)
 }
 
 /// Generates the workload deterministically from `seed`.

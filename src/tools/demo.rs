@@ -4,10 +4,10 @@
 //! The mock keeps only about 5 MB per partition and has no transaction semantics, so the demo
 //! runs `at_least_once` with a moderate workload over 8 partitions.
 
-use crate::codec::HEADER_ERROR;
-use crate::pipeline::{self, Handles, LogContext};
-use crate::settings::{Guarantee, Settings};
-use crate::workload::{self, GenRecord};
+use crate::formats::codec::HEADER_ERROR;
+use crate::runtime::pipeline::{self, Handles, LogContext};
+use crate::ops::settings::{Guarantee, Settings};
+use crate::tools::workload::{self, GenRecord};
 use anyhow::{Result, anyhow, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -26,7 +26,7 @@ const PARTITIONS: i32 = 8;
 /// (attrib merges a task's partitions by timestamp, clicks first on ties).
 pub fn next_timestamp() -> i64 {
     static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-    let now = crate::replay::now_ms();
+    let now = crate::tools::replay::now_ms();
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let ts = now.max(last + 1);
@@ -102,8 +102,8 @@ pub fn send_records(
     Ok(())
 }
 
-pub fn topic_name(s: &Settings, t: crate::records::InputTopic) -> &str {
-    use crate::records::InputTopic::*;
+pub fn topic_name(s: &Settings, t: crate::model::records::InputTopic) -> &str {
+    use crate::model::records::InputTopic::*;
     match t {
         Clicks => &s.topics.clicks,
         Conversions => &s.topics.conversions,
@@ -262,7 +262,7 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let http_state = crate::http::HttpState {
+    let http_state = crate::ops::http::HttpState {
         metrics: handles.metrics.clone(),
         ready: handles.ready.clone(),
         heartbeat: handles.heartbeat.clone(),
@@ -271,7 +271,7 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     let addr = settings.http_addr.parse()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     rt.spawn(async move {
-        let _ = crate::http::serve(addr, http_state, async move {
+        let _ = crate::ops::http::serve(addr, http_state, async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         })
         .await;
@@ -421,7 +421,7 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
     for ((p, rt), (n, pay)) in &by_partner {
         println!(
             "  {p:<16} {rt:<20} {n:>8} {:>14}",
-            crate::money::round6(*pay)
+            crate::model::money::round6(*pay)
         );
     }
     println!(
@@ -434,7 +434,7 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
     );
     println!("Test actions (kept out of payouts): {tests}");
     for (c, p) in &payout {
-        println!("Net payout total: {} {c}", crate::money::round6(*p));
+        println!("Net payout total: {} {c}", crate::model::money::round6(*p));
     }
     println!("\nInvalid actions by reason:");
     for (r, n) in &invalid {

@@ -1,9 +1,9 @@
 //! Encoding of output records for Kafka: JSON or Avro values, string keys and the DLQ's
 //! headers (DESIGN §4).
 
-use crate::avro::AvroOutput;
-use crate::processor::{DlqRecord, OutRecord};
-use crate::settings::{OutputFormat, Settings};
+use crate::formats::avro::AvroOutput;
+use crate::stage::attribution::{DlqRecord, OutRecord};
+use crate::ops::settings::{OutputFormat, Settings};
 use anyhow::{Result, anyhow};
 
 /// The three output topics.

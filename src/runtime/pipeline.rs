@@ -6,7 +6,7 @@
 //! Under `exactly_once`, each assigned partition number is a task with its own transactional
 //! producer (`<application_id>-task-<partition>`). Per commit interval, one transaction per
 //! task carries the outputs, the changed journeys (a segment of the compacted changelog
-//! `<application_id>-journeys-changelog`, see [`crate::changelog`]) and the input offsets; the
+//! `<application_id>-journeys-changelog`, see [`crate::state::changelog`]) and the input offsets; the
 //! tasks commit in parallel, on threads of their own, while the processing thread goes on with
 //! the next batch (outputs of a task whose commit is running wait for it). RocksDB gets a
 //! batch's journeys when its commit starts; a failed commit restarts the pipeline, which never
@@ -14,17 +14,17 @@
 //! offsets committed. Any error restarts the pipeline; local state that cannot be trusted is
 //! rebuilt from the changelog before its partition is processed.
 
-use crate::changelog::{Marker, RestoreSink, SegmentId};
-use crate::codec::{Encoded, OutputTopic};
-use crate::http::{HttpState, JourneyLookup};
-use crate::input_order::{Flow, Next, STREAMS, TaskInputs};
-use crate::journey::Journey;
-use crate::metrics::Metrics;
-use crate::processor::{DlqRecord, InRecord, OutRecord, Processor};
-use crate::records::InputTopic;
-use crate::replay::now_ms;
-use crate::settings::{Guarantee, Settings};
-use crate::store::{JourneyStore, META_CHANGELOG_KEY, PartitionMeta, RocksStore, StateWrite};
+use crate::state::changelog::{Marker, RestoreSink, SegmentId};
+use crate::formats::codec::{Encoded, OutputTopic};
+use crate::ops::http::{HttpState, JourneyLookup};
+use crate::runtime::input_order::{Flow, Next, STREAMS, TaskInputs};
+use crate::model::journey::Journey;
+use crate::ops::metrics::Metrics;
+use crate::stage::attribution::{DlqRecord, InRecord, OutRecord, Processor};
+use crate::model::records::InputTopic;
+use crate::tools::replay::now_ms;
+use crate::ops::settings::{Guarantee, Settings};
+use crate::state::store::{JourneyStore, META_CHANGELOG_KEY, PartitionMeta, RocksStore, StateWrite};
 use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -57,7 +57,7 @@ pub struct Handles {
     /// Completed commits (for tests and the demo to wait on).
     pub commits: Arc<AtomicU64>,
     /// The processing thread's sign of life, for `/health/live`.
-    pub heartbeat: Arc<crate::http::Heartbeat>,
+    pub heartbeat: Arc<crate::ops::http::Heartbeat>,
 }
 
 impl Default for Handles {
@@ -68,7 +68,7 @@ impl Default for Handles {
             shutdown: Arc::new(AtomicBool::new(false)),
             db: Arc::new(Mutex::new(None)),
             commits: Arc::new(AtomicU64::new(0)),
-            heartbeat: Arc::new(crate::http::Heartbeat::default()),
+            heartbeat: Arc::new(crate::ops::http::Heartbeat::default()),
         }
     }
 }
@@ -111,16 +111,16 @@ fn journey_json(j: &Journey) -> serde_json::Value {
     serde_json::json!({
         "clicks": j.clicks.iter().map(|c| serde_json::json!({
             "click_id": c.click_id, "program_id": c.program_id, "partner_id": c.partner_id,
-            "occurred_at": crate::time::format_rfc3339(c.occurred_at), "shared_id": c.shared_id, "sub_ids": c.sub_ids.as_slice(),
+            "occurred_at": crate::model::time::format_rfc3339(c.occurred_at), "shared_id": c.shared_id, "sub_ids": c.sub_ids.as_slice(),
         })).collect::<Vec<_>>(),
         "orders": j.orders.iter().map(|o| serde_json::json!({
             "program_id": o.program_id, "event_type": o.event_type, "order_id": o.order_id,
-            "occurred_at": crate::time::format_rfc3339(o.occurred_at),
-            "action_id": o.credited.as_ref().map(|_| crate::output::action_id(&o.program_id, &o.event_type, &o.order_id)),
+            "occurred_at": crate::model::time::format_rfc3339(o.occurred_at),
+            "action_id": o.credited.as_ref().map(|_| crate::model::output::action_id(&o.program_id, &o.event_type, &o.order_id)),
             "credited": o.credited.is_some(),
             "reversed": o.credited.as_ref().is_some_and(|c| c.reversed),
-            "amount": o.credited.as_ref().map(|c| crate::money::round6(c.amount).to_string()),
-            "payout": o.credited.as_ref().map(|c| crate::money::round6(c.payout).to_string()),
+            "amount": o.credited.as_ref().map(|c| crate::model::money::round6(c.amount).to_string()),
+            "payout": o.credited.as_ref().map(|c| crate::model::money::round6(c.payout).to_string()),
             "partners": o.credited.as_ref().map(|c| c.credits.iter().map(|k| k.partner_id.clone()).collect::<Vec<_>>()),
         })).collect::<Vec<_>>(),
     })
@@ -136,7 +136,7 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
     let addr = settings.http_addr.parse()?;
     // Fatal before anything starts: an HTTP address in use (no probes, no metrics) and
     // settings librdkafka refuses.
-    let listener = rt.block_on(crate::http::bind(addr))?;
+    let listener = rt.block_on(crate::ops::http::bind(addr))?;
     check_client_settings(&settings)?;
     let http_state = HttpState {
         metrics: handles.metrics.clone(),
@@ -155,7 +155,7 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
         let stop = async move {
             let _ = http_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = crate::http::serve_on(listener, http_state, stop).await {
+        if let Err(e) = crate::ops::http::serve_on(listener, http_state, stop).await {
             error!("http server failed: {e:#}");
         }
     });
@@ -453,7 +453,7 @@ fn consumer_config(s: &Settings) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         // End-of-partition events tell a task that an empty partition is read to its end
-        // (see `crate::input_order`).
+        // (see `crate::runtime::input_order`).
         .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", "5000");
     // Static membership (KIP-345) when the instance is named: a restarted instance takes its
@@ -533,7 +533,7 @@ fn wait_for_cluster(
     s: &Settings,
     consumer: &BaseConsumer<impl ConsumerContext>,
     shutdown: &AtomicBool,
-    heartbeat: &crate::http::Heartbeat,
+    heartbeat: &crate::ops::http::Heartbeat,
 ) -> Result<()> {
     let started = Instant::now();
     let mut last_log: Option<Instant> = None;
@@ -616,7 +616,7 @@ fn ensure_changelog(
 fn read_to_end(
     consumer: &BaseConsumer<LogContext>,
     assignments: &[(String, i32)],
-    (shutdown, heartbeat): (&AtomicBool, &crate::http::Heartbeat),
+    (shutdown, heartbeat): (&AtomicBool, &crate::ops::http::Heartbeat),
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
@@ -729,8 +729,8 @@ struct Worker {
     last_usage: Instant,
     last_sweep: Instant,
     next_sweep: i32,
-    avro_out: Option<crate::avro::AvroOutput>,
-    formats: crate::codec::TopicFormats,
+    avro_out: Option<crate::formats::avro::AvroOutput>,
+    formats: crate::formats::codec::TopicFormats,
     /// Partition counts of the output topics (actions, invalid actions, DLQ), when known.
     out_partitions: OutPartitions,
     /// The `exactly_once` commit running in the background, if any.
@@ -967,7 +967,7 @@ impl Worker {
             key,
             value,
             headers,
-        } = crate::codec::encode(o, self.formats, self.avro_out.as_ref())?;
+        } = crate::formats::codec::encode(o, self.formats, self.avro_out.as_ref())?;
         self.begin(partition)?;
         if let Some(task) = self.tasks.get_mut(&partition).filter(|t| t.committing) {
             task.deferred.push(Encoded {
@@ -1842,7 +1842,7 @@ fn start_task(
 
 impl Worker {
     /// Rebuilds the local state of `partitions` from the changelog, keeping only committed
-    /// segments (see [`crate::changelog`]); returns the records read.
+    /// segments (see [`crate::state::changelog`]); returns the records read.
     fn restore(
         &mut self,
         reader: &BaseConsumer<LogContext>,
@@ -1853,7 +1853,7 @@ impl Worker {
         for p in partitions {
             self.processor.store_mut().drop_partition(*p)?;
         }
-        let mut restores: HashMap<i32, (crate::changelog::Restore, PartitionMeta)> = HashMap::new();
+        let mut restores: HashMap<i32, (crate::state::changelog::Restore, PartitionMeta)> = HashMap::new();
         let assignments: Vec<(String, i32)> = partitions
             .iter()
             .map(|p| (self.changelog.clone(), *p))
@@ -2114,7 +2114,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             settings.limits.clone(),
         )
         // Avro input is recognised per record whatever the output format; JSON is unaffected.
-        .with_avro(Arc::new(crate::avro::AvroInput::from_settings(settings)?)),
+        .with_avro(Arc::new(crate::formats::avro::AvroInput::from_settings(settings)?)),
         shared,
         tasks: BTreeMap::new(),
         delivery_errors,
@@ -2133,8 +2133,8 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         last_usage: Instant::now() - Duration::from_secs(60),
         last_sweep: Instant::now(),
         next_sweep: 0,
-        avro_out: crate::avro::AvroOutput::from_settings(settings)?,
-        formats: crate::codec::TopicFormats::from_settings(settings),
+        avro_out: crate::formats::avro::AvroOutput::from_settings(settings)?,
+        formats: crate::formats::codec::TopicFormats::from_settings(settings),
         out_partitions: OutPartitions::read(settings, &tables, clicks_partitions),
         in_flight: None,
         inputs: TaskInputs::new(settings.order_settings()),

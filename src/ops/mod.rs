@@ -1,0 +1,5 @@
+//! Operations: settings, metrics, the HTTP endpoints.
+
+pub mod http;
+pub mod metrics;
+pub mod settings;

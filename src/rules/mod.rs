@@ -1,0 +1,4 @@
+//! The attribution rules, pure: (journey, tables, record, clock) → outputs.
+
+pub mod engine;
+pub mod payout;

@@ -1,0 +1,4 @@
+//! Journey state without Kafka: the store trait and its backends, the changelog's segments.
+
+pub mod changelog;
+pub mod store;
