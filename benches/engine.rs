@@ -3,11 +3,11 @@
 //! `cargo bench --bench engine` prints, per case, the time per iteration and the throughput in
 //! records/s (criterion's "thrpt").
 
-use attrib::rules::engine::{self, Clock, EngineSettings};
 use attrib::model::journey::Journey;
 use attrib::model::output::Output;
 use attrib::model::records::{Event, Limits, decode_click, decode_conversion_topic};
 use attrib::model::tables::Tables;
+use attrib::rules::engine::{self, Clock, EngineSettings};
 use attrib::tools::workload;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

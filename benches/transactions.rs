@@ -89,7 +89,10 @@ fn fill(brokers: &str, topic: &str, partitions: i32, records: u64) {
     for i in 0..records {
         let key = i.to_string();
         let part = (i % partitions as u64) as i32;
-        let mut rec = BaseRecord::to(topic).key(&key).payload(&value).partition(part);
+        let mut rec = BaseRecord::to(topic)
+            .key(&key)
+            .payload(&value)
+            .partition(part);
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -221,7 +224,11 @@ fn run(brokers: &str, pattern: Pattern, partitions: i32, records: u64) -> Figure
             started.get_or_insert_with(Instant::now);
             let part = m.partition();
             let pr = of(part);
-            let key = if pattern == Pattern::PerTask { part } else { -1 };
+            let key = if pattern == Pattern::PerTask {
+                part
+            } else {
+                -1
+            };
             if !open.get(&key).copied().unwrap_or(false) {
                 pr.begin_transaction().unwrap();
                 open.insert(key, true);
@@ -255,7 +262,8 @@ fn run(brokers: &str, pattern: Pattern, partitions: i32, records: u64) -> Figure
         let offsets = |parts: &mut dyn Iterator<Item = (&i32, &i64)>| {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in parts {
-                tpl.add_partition_offset(&input, *p, Offset::Offset(*o)).unwrap();
+                tpl.add_partition_offset(&input, *p, Offset::Offset(*o))
+                    .unwrap();
             }
             tpl
         };
@@ -326,8 +334,12 @@ fn fencing_per_instance(brokers: &str, timeout_ms: u64) -> String {
     create_topics(brokers, &[&out], 1);
     let dead = producer(brokers, &format!("{id}-i-dead"), timeout_ms);
     dead.begin_transaction().unwrap();
-    dead.send(BaseRecord::<str, str>::to(&out).partition(0).payload("dead"))
-        .unwrap();
+    dead.send(
+        BaseRecord::<str, str>::to(&out)
+            .partition(0)
+            .payload("dead"),
+    )
+    .unwrap();
     dead.flush(TIMEOUT).unwrap();
     // The instance dies without aborting: its producer is never used again.
     std::mem::forget(dead);
@@ -353,7 +365,8 @@ fn wait_visible(brokers: &str, topic: &str, payload: &str) -> Instant {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     c.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
@@ -368,7 +381,9 @@ fn wait_visible(brokers: &str, topic: &str, payload: &str) -> Instant {
 
 fn main() {
     let Ok(brokers) = std::env::var("ATTRIB_BENCH_KAFKA") else {
-        eprintln!("ATTRIB_BENCH_KAFKA is not set (scripts/bench-transactions sets it); nothing to do");
+        eprintln!(
+            "ATTRIB_BENCH_KAFKA is not set (scripts/bench-transactions sets it); nothing to do"
+        );
         return;
     };
     if std::env::args().any(|a| a == "--test") {
@@ -381,7 +396,9 @@ fn main() {
         .split(',')
         .map(|p| p.trim().parse().expect("ATTRIB_BENCH_PARTITIONS: numbers"))
         .collect();
-    println!("| partitions | pattern | records/s | wait p50 / p99 ms | commit p50 / p99 ms | threads | TCP sockets |");
+    println!(
+        "| partitions | pattern | records/s | wait p50 / p99 ms | commit p50 / p99 ms | threads | TCP sockets |"
+    );
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     for &n in &parts {
         for pattern in [Pattern::PerTask, Pattern::PerInstance] {

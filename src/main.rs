@@ -81,7 +81,7 @@ fn main() -> Result<()> {
         Command::Run { config } => {
             let settings = Settings::load(config.as_deref())?;
             init_logs(settings.log_format, &settings.log_level);
-            attrib::runtime::pipeline::run_until_signal(settings)
+            attrib::runtime::run_until_signal(settings)
         }
         Command::Demo {
             keep_running,

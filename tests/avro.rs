@@ -11,17 +11,20 @@ use attrib::formats::avro::{
     single_object_header,
 };
 use attrib::formats::codec::{self, OutputTopic, TopicFormats};
-use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
-use attrib::rules::engine::EngineSettings;
+use attrib::model::output::OutRecord;
 use attrib::model::output::{
     Action, Change, Credit, InvalidAction, JourneyView, Reason, ReferralType, State, Touchpoint,
 };
-use attrib::stage::attribution::{InRecord, OutRecord, Processor};
-use attrib::model::records::{CustomerStatus, InputTopic, Limits, decode_click, decode_conversion_topic};
-use attrib::ops::settings::{Guarantee, OutputFormat, Settings};
-use attrib::state::store::MemoryStore;
+use attrib::model::records::{
+    CustomerStatus, InputTopic, Limits, decode_click, decode_conversion_topic,
+};
 use attrib::model::tables::Tables;
 use attrib::model::time::parse_rfc3339;
+use attrib::ops::settings::{Guarantee, OutputFormat, Settings};
+use attrib::rules::engine::EngineSettings;
+use attrib::stage::attribution::{InRecord, Processor};
+use attrib::state::store::MemoryStore;
+use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -2100,7 +2103,9 @@ fn attrib_reads_what_fastavro_writes() {
     assert_eq!(c.referral_window_days, Some(14));
     assert_eq!(
         c.payout.as_ref().unwrap().default,
-        Some(attrib::model::tables::Rate::Percent("12.5".parse().unwrap()))
+        Some(attrib::model::tables::Rate::Percent(
+            "12.5".parse().unwrap()
+        ))
     );
 }
 
@@ -2560,7 +2565,8 @@ fn flood_of_bad_lines_through_replay() {
     }
     let mut p = processor().with_avro(Arc::new(input()));
     let mut output = Vec::new();
-    let s = attrib::tools::replay::replay_into(&mut p, lines.as_bytes(), &mut output, || base).unwrap();
+    let s =
+        attrib::tools::replay::replay_into(&mut p, lines.as_bytes(), &mut output, || base).unwrap();
     assert_eq!(s.lines, N as u64 + 2);
     assert_eq!(s.dlq, bad, "every bad line is in the DLQ");
     assert_eq!(

@@ -12,9 +12,9 @@
 
 mod common;
 
-use attrib::tools::demo::{ReadBack, produce, read_topics};
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::{Guarantee, Settings};
+use attrib::tools::demo::{ReadBack, produce, read_topics};
 use attrib::tools::workload::GenRecord;
 use common::rec;
 use rand::rngs::StdRng;
@@ -687,8 +687,13 @@ fn produce_paced(s: &Settings, records: Vec<GenRecord>) -> std::thread::JoinHand
     std::thread::spawn(move || {
         let producer = attrib::tools::demo::input_producer(&s.brokers).unwrap();
         for chunk in records.chunks(8) {
-            attrib::tools::demo::send_records(&producer, &s, chunk, attrib::tools::demo::Stamp::Distinct)
-                .unwrap();
+            attrib::tools::demo::send_records(
+                &producer,
+                &s,
+                chunk,
+                attrib::tools::demo::Stamp::Distinct,
+            )
+            .unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
     })

@@ -70,7 +70,8 @@ fn compressed_input_and_output_every_codec() {
     }
     let run = common::Running::start(&s);
     run.wait_ready(std::time::Duration::from_secs(60));
-    attrib::tools::demo::wait_consumed(&run.handles, 8, std::time::Duration::from_secs(60)).unwrap();
+    attrib::tools::demo::wait_consumed(&run.handles, 8, std::time::Duration::from_secs(60))
+        .unwrap();
     let actions = read_topics(&brokers, &[&s.topics.actions]).unwrap();
     let mut orders: Vec<String> = actions
         .iter()
@@ -100,8 +101,8 @@ fn compressed_input_and_output_every_codec() {
 /// the contracts written last.
 #[test]
 fn large_config_topic_over_partitions_is_loaded_before_ready() {
-    use attrib::tools::demo::{produce, read_topics};
     use attrib::model::records::InputTopic::*;
+    use attrib::tools::demo::{produce, read_topics};
     let Some(brokers) = common::real_broker() else {
         return;
     };

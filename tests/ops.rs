@@ -12,10 +12,10 @@
 
 mod common;
 
-use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
-use attrib::runtime::pipeline::Handles;
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::{Guarantee, JourneysApi, Settings};
+use attrib::runtime::Handles;
+use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
 use common::{HttpServer, Running, Sample, http_state, parse_metrics, rec};
 use rdkafka::mocking::MockCluster;
 use rust_decimal::Decimal;
@@ -350,7 +350,7 @@ fn metrics_count_what_went_in_and_came_out() {
     for d in &e.dlq {
         let err = d.headers.get("attrib.error").expect("attrib.error header");
         *want
-            .entry(attrib::stage::attribution::dlq_reason_label(err).to_string())
+            .entry(attrib::model::output::dlq_reason_label(err).to_string())
             .or_default() += 1;
     }
     assert_eq!(

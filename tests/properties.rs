@@ -1,10 +1,10 @@
 //! Property tests of the engine over generated streams (proptest picks the seeds and sizes).
 
+use attrib::model::records::Limits;
 use attrib::rules::engine::EngineSettings;
 use attrib::stage::attribution::Processor;
-use attrib::model::records::Limits;
-use attrib::tools::replay::replay_into;
 use attrib::state::store::MemoryStore;
+use attrib::tools::replay::replay_into;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 

@@ -1,11 +1,11 @@
 //! Table tests, one group per rule of DESIGN §3, with hand-computed expectations.
 
-use attrib::rules::engine::{self, Clock, EngineSettings};
 use attrib::model::journey::Journey;
 use attrib::model::output::{Action, InvalidAction, Output};
 use attrib::model::records::{Event, Limits, decode_click, decode_conversion_topic};
 use attrib::model::tables::Tables;
 use attrib::model::time::parse_rfc3339;
+use attrib::rules::engine::{self, Clock, EngineSettings};
 
 struct World {
     tables: Tables,

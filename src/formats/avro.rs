@@ -35,8 +35,8 @@
 
 use crate::model::output::{Action, InvalidAction};
 use crate::model::records::{InputTopic, Invalid, invalid};
-use crate::ops::settings::{OutputFormat, Settings};
 use crate::model::time::format_rfc3339;
+use crate::ops::settings::{OutputFormat, Settings};
 use anyhow::{Context, Result, anyhow, bail};
 use apache_avro::Schema;
 use apache_avro::schema::{InnerDecimalSchema, Name, RecordSchema, UuidSchema};
@@ -49,21 +49,24 @@ use std::time::{Duration, Instant};
 
 /// attrib's schemas, embedded: (file stem in `schemas/`, text).
 pub const SCHEMA_FILES: [(&str, &str); 10] = [
-    ("click", include_str!("../schemas/click.avsc")),
-    ("promo_code", include_str!("../schemas/promo_code.avsc")),
-    ("conversion", include_str!("../schemas/conversion.avsc")),
-    ("modification", include_str!("../schemas/modification.avsc")),
-    ("reversal", include_str!("../schemas/reversal.avsc")),
-    ("program", include_str!("../schemas/program.avsc")),
-    ("contract", include_str!("../schemas/contract.avsc")),
+    ("click", include_str!("../../schemas/click.avsc")),
+    ("promo_code", include_str!("../../schemas/promo_code.avsc")),
+    ("conversion", include_str!("../../schemas/conversion.avsc")),
+    (
+        "modification",
+        include_str!("../../schemas/modification.avsc"),
+    ),
+    ("reversal", include_str!("../../schemas/reversal.avsc")),
+    ("program", include_str!("../../schemas/program.avsc")),
+    ("contract", include_str!("../../schemas/contract.avsc")),
     (
         "cross_program",
-        include_str!("../schemas/cross_program.avsc"),
+        include_str!("../../schemas/cross_program.avsc"),
     ),
-    ("action", include_str!("../schemas/action.avsc")),
+    ("action", include_str!("../../schemas/action.avsc")),
     (
         "invalid_action",
-        include_str!("../schemas/invalid_action.avsc"),
+        include_str!("../../schemas/invalid_action.avsc"),
     ),
 ];
 

@@ -2,7 +2,7 @@
 //! headers (DESIGN §4).
 
 use crate::formats::avro::AvroOutput;
-use crate::stage::attribution::{DlqRecord, OutRecord};
+use crate::model::output::{DlqRecord, OutRecord};
 use crate::ops::settings::{OutputFormat, Settings};
 use anyhow::{Result, anyhow};
 

@@ -192,3 +192,53 @@ pub fn action_id(program_id: &str, event_type: &str, order_id: &str) -> String {
     name.extend_from_slice(order_id.as_bytes());
     uuid::Uuid::new_v5(&NAMESPACE, &name).to_string()
 }
+
+/// One output record, before encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutRecord {
+    Action(Box<Action>),
+    Invalid(Box<InvalidAction>),
+    Dlq(Box<DlqRecord>),
+}
+
+/// A record that could not be decoded or validated: the original key and value, untouched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DlqRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub error: String,
+    pub source_topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl DlqRecord {
+    /// A low-cardinality label for metrics.
+    pub fn reason_label(&self) -> &'static str {
+        dlq_reason_label(&self.error)
+    }
+}
+
+pub fn dlq_reason_label(error: &str) -> &'static str {
+    if error.contains("missing required field") {
+        "missing_field"
+    } else if error.contains("is not a JSON object")
+        || error.contains("trailing data")
+        || error.contains("cannot be decoded")
+    {
+        "malformed"
+    } else if error.contains("does not belong") {
+        "wrong_type"
+    } else if error.contains("does not match")
+        || error.contains("null key")
+        || error.contains("key is not")
+    {
+        "bad_key"
+    } else if error.contains("tombstone") {
+        "tombstone"
+    } else if error.contains("bytes, more than") {
+        "too_large"
+    } else {
+        "invalid_value"
+    }
+}

@@ -14,6 +14,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+/// The attribution window of a program that sets none, in days.
+pub const DEFAULT_WINDOW_DAYS: i64 = 30;
+/// The locking period of a program that sets none, in days.
+pub const DEFAULT_LOCKING_DAYS: i64 = 45;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
     pub program_id: String,
@@ -156,7 +161,7 @@ impl Tables {
     /// The longest window clicks may need to be kept for, in days.
     pub fn max_window_days(&self) -> i64 {
         let longest = self.windows.keys().next_back().copied().unwrap_or(0);
-        longest.max(crate::rules::engine::DEFAULT_WINDOW_DAYS)
+        longest.max(DEFAULT_WINDOW_DAYS)
     }
 
     fn count_window(&mut self, days: Option<i64>, delta: isize) {
@@ -175,7 +180,7 @@ impl Tables {
             .map(|p| p.locking_days)
             .max()
             .unwrap_or(0)
-            .max(crate::rules::engine::DEFAULT_LOCKING_DAYS)
+            .max(DEFAULT_LOCKING_DAYS)
     }
 
     /// Applies one record of the config topic (`value` None = tombstone).

@@ -173,3 +173,12 @@ mod tests {
         }
     }
 }
+
+/// The wall clock in milliseconds, for what the design times by it (`processed_at`, arrival
+/// times of input records); never an event time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -2,7 +2,8 @@
 //! per batch from aggregated counts.
 
 use crate::model::output::Change;
-use crate::stage::attribution::{OutRecord, Stats};
+use crate::model::output::OutRecord;
+use crate::stage::attribution::Stats;
 use prometheus::{
     CounterVec, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, exponential_buckets,

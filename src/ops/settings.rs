@@ -7,9 +7,9 @@
 //! from `ATTRIB_KAFKA_<OPTION>` with `_` read as `.` (`ATTRIB_KAFKA_SASL_MECHANISMS` →
 //! `sasl.mechanisms`).
 
-use crate::rules::engine::EngineSettings;
 use crate::model::records::Limits;
 use crate::model::time::days_to_ms;
+use crate::rules::engine::EngineSettings;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -467,7 +467,10 @@ impl Settings {
 
     /// The changelog topic of the journey store.
     pub fn changelog_topic(&self) -> String {
-        format!("{}-journeys-changelog", self.application_id)
+        crate::runtime::topology::changelog_topic(
+            &self.application_id,
+            crate::runtime::topology::StageId::Attribution,
+        )
     }
 
     pub fn instance_id(&self) -> String {

@@ -10,17 +10,16 @@ use crate::model::output::{
     Action, Change, Credit, InvalidAction, JourneyView, Output, Reason, ReferralType, State,
     Touchpoint, action_id,
 };
-use crate::rules::payout;
 use crate::model::records::{
     Click, Conversion, CreditGroup, CreditPolicy, Event, Modification, ProgramKind, PromoPolicy,
     Reversal, Scope,
 };
 use crate::model::tables::{Program, PromoAssignment, Tables};
 use crate::model::time::{Millis, days_to_ms};
+use crate::rules::payout;
 use rust_decimal::Decimal;
 
-pub const DEFAULT_WINDOW_DAYS: i64 = 30;
-pub const DEFAULT_LOCKING_DAYS: i64 = 45;
+pub use crate::model::tables::{DEFAULT_LOCKING_DAYS, DEFAULT_WINDOW_DAYS};
 /// At most this many touchpoints are listed on an action: the first and the 49 latest.
 pub const MAX_TOUCHPOINTS: usize = 50;
 

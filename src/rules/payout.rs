@@ -216,8 +216,14 @@ mod tests {
     #[test]
     fn time_decay_halves_per_half_life() {
         assert_eq!(decay(0, d("7")), Decimal::ONE);
-        assert_eq!(crate::model::money::round6(decay(7 * DAY_MS, d("7"))), d("0.5"));
-        assert_eq!(crate::model::money::round6(decay(14 * DAY_MS, d("7"))), d("0.25"));
+        assert_eq!(
+            crate::model::money::round6(decay(7 * DAY_MS, d("7"))),
+            d("0.5")
+        );
+        assert_eq!(
+            crate::model::money::round6(decay(14 * DAY_MS, d("7"))),
+            d("0.25")
+        );
         assert!(
             (decay(DAY_MS * 7 / 2, d("7")) - d("0.70710678118654752440")).abs()
                 < d("0.000000000001")

@@ -5,13 +5,13 @@
 //! one batch per partition and returns the same writes for the changelog.
 
 use crate::formats::avro::AvroInput;
-use crate::rules::engine::{self, Clock, EngineSettings};
 use crate::model::journey::Journey;
-use crate::model::output::{Action, InvalidAction, Output};
+use crate::model::output::{DlqRecord, OutRecord, Output};
 use crate::model::records::{self, Event, InputTopic, Invalid, Limits};
-use crate::state::store::{JourneyStore, PartitionMeta, StateWrite};
 use crate::model::tables::Tables;
 use crate::model::time::Millis;
+use crate::rules::engine::{self, Clock, EngineSettings};
+use crate::state::store::{JourneyStore, PartitionMeta, StateWrite};
 use anyhow::{Context, Result};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
@@ -26,56 +26,6 @@ pub struct InRecord<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
-}
-
-/// One output record, before encoding.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutRecord {
-    Action(Box<Action>),
-    Invalid(Box<InvalidAction>),
-    Dlq(Box<DlqRecord>),
-}
-
-/// A record that could not be decoded or validated: the original key and value, untouched.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DlqRecord {
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub error: String,
-    pub source_topic: String,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl DlqRecord {
-    /// A low-cardinality label for metrics.
-    pub fn reason_label(&self) -> &'static str {
-        dlq_reason_label(&self.error)
-    }
-}
-
-pub fn dlq_reason_label(error: &str) -> &'static str {
-    if error.contains("missing required field") {
-        "missing_field"
-    } else if error.contains("is not a JSON object")
-        || error.contains("trailing data")
-        || error.contains("cannot be decoded")
-    {
-        "malformed"
-    } else if error.contains("does not belong") {
-        "wrong_type"
-    } else if error.contains("does not match")
-        || error.contains("null key")
-        || error.contains("key is not")
-    {
-        "bad_key"
-    } else if error.contains("tombstone") {
-        "tombstone"
-    } else if error.contains("bytes, more than") {
-        "too_large"
-    } else {
-        "invalid_value"
-    }
 }
 
 /// Counters of one batch, for metrics (updated per batch, not per record).

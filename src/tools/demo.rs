@@ -5,8 +5,8 @@
 //! runs `at_least_once` with a moderate workload over 8 partitions.
 
 use crate::formats::codec::HEADER_ERROR;
-use crate::runtime::pipeline::{self, Handles, LogContext};
 use crate::ops::settings::{Guarantee, Settings};
+use crate::runtime::{self, Handles, LogContext};
 use crate::tools::workload::{self, GenRecord};
 use anyhow::{Result, anyhow, bail};
 use rdkafka::config::ClientConfig;
@@ -26,7 +26,7 @@ const PARTITIONS: i32 = 8;
 /// (attrib merges a task's partitions by timestamp, clicks first on ties).
 pub fn next_timestamp() -> i64 {
     static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-    let now = crate::tools::replay::now_ms();
+    let now = crate::model::time::now_ms();
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let ts = now.max(last + 1);
@@ -257,7 +257,7 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     let handles = Handles::default();
     let h = handles.clone();
     let s = settings.clone();
-    let worker = std::thread::spawn(move || pipeline::supervise(&s, &h));
+    let worker = std::thread::spawn(move || runtime::supervise(&s, &h));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -6,9 +6,11 @@
 //! headers a Kafka DLQ record would have.
 
 use crate::formats::codec::{OutputTopic, dlq_headers};
-use crate::rules::engine::EngineSettings;
-use crate::stage::attribution::{InRecord, OutRecord, Processor};
+use crate::model::output::OutRecord;
 use crate::model::records::{InputTopic, JourneyTopic, Limits, RawEvent, RawEventSeed};
+use crate::model::time::now_ms;
+use crate::rules::engine::EngineSettings;
+use crate::stage::attribution::{InRecord, Processor};
 use crate::state::store::{JourneyStore, MemoryStore};
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -60,13 +62,6 @@ pub fn replay_keeping_state(
     );
     let summary = replay_into(&mut p, input, output, now_ms)?;
     Ok((summary, p))
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Replays with a given store, settings and processing clock, and flushes the journeys to the
@@ -168,7 +163,7 @@ fn process_line(
     }
     // A line that is not a record is kept whole, as a JSON string.
     let bad = |error: String, topic: &str| {
-        OutRecord::Dlq(Box::new(crate::stage::attribution::DlqRecord {
+        OutRecord::Dlq(Box::new(crate::model::output::DlqRecord {
             key: None,
             value: Some(serde_json::to_vec(text).expect("strings serialize")),
             error,

@@ -1,10 +1,10 @@
 //! Test helpers shared by the Kafka tests: one end-to-end body run against every broker.
 #![allow(dead_code)]
 
-use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
-use attrib::runtime::pipeline::{self, Handles};
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::{Guarantee, Settings};
+use attrib::runtime::{self, Handles};
+use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
 use attrib::tools::workload::GenRecord;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -130,7 +130,7 @@ impl Running {
         let handles = Handles::default();
         let h = handles.clone();
         let s = s.clone();
-        let thread = std::thread::spawn(move || pipeline::supervise(&s, &h));
+        let thread = std::thread::spawn(move || runtime::supervise(&s, &h));
         Running {
             handles,
             thread: Some(thread),
@@ -315,7 +315,7 @@ impl Running {
     pub fn start_with(s: &Settings, handles: Handles) -> Running {
         let h = handles.clone();
         let s = s.clone();
-        let thread = std::thread::spawn(move || pipeline::supervise(&s, &h));
+        let thread = std::thread::spawn(move || runtime::supervise(&s, &h));
         Running {
             handles,
             thread: Some(thread),

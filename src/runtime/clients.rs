@@ -1,0 +1,304 @@
+//! Client contexts (logging, delivery reports, rebalances) and the configurations of every client.
+
+use super::worker::*;
+use crate::ops::metrics::Metrics;
+use crate::ops::settings::Settings;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::statistics::Statistics;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+pub(super) const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn log_rdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            error!(target: "librdkafka", "{fac}: {msg}")
+        }
+        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac}: {msg}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            info!(target: "librdkafka", "{fac}: {msg}")
+        }
+        RDKafkaLogLevel::Debug => debug!(target: "librdkafka", "{fac}: {msg}"),
+    }
+}
+
+/// Logs a client error once per 30 s per distinct text (an unreachable broker makes librdkafka
+/// report the same error many times a second).
+pub(super) fn warn_client_error(client: &str, error: &KafkaError, reason: &str) {
+    static SEEN: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let text = format!("{client}{error}: {reason}");
+    let mut seen = SEEN.lock().expect("log limiter");
+    let seen = seen.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    if seen
+        .get(&text)
+        .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(30))
+    {
+        return;
+    }
+    if seen.len() > 1000 {
+        seen.clear();
+    }
+    seen.insert(text.clone(), now);
+    warn!(target: "librdkafka", "{text} (repeats of this message are muted for 30 s)");
+}
+
+/// rust-rdkafka hands every error event to the context too, end-of-partition events as
+/// `Global(PartitionEOF)`.
+pub(super) fn is_end_of_partition(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
+/// Logs through `tracing`.
+pub struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_rdkafka(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End-of-partition events are how table and changelog readers know they are done.
+        if !is_end_of_partition(&error) {
+            warn_client_error("", &error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
+pub(super) struct ProducerCtx {
+    pub(super) delivery_errors: Arc<AtomicU64>,
+    /// A task producer's changelog topic, whose delivered offsets it tracks.
+    pub(super) changelog: Option<Arc<str>>,
+    /// The highest changelog offset this producer has had acknowledged (`-1`: none).
+    pub(super) changelog_end: AtomicI64,
+    /// Changelog records acknowledged without an offset since the last look: librdkafka
+    /// reports a retried send that the broker had already stored (`DUPLICATE_SEQUENCE_NUMBER`,
+    /// e.g. across a broker restart) as delivered at offset -1, so `changelog_end` is stale.
+    pub(super) changelog_unknown: AtomicU64,
+}
+
+impl ProducerCtx {
+    pub(super) fn new(delivery_errors: Arc<AtomicU64>, changelog: Option<Arc<str>>) -> Self {
+        ProducerCtx {
+            delivery_errors,
+            changelog,
+            changelog_end: AtomicI64::new(-1),
+            changelog_unknown: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_rdkafka(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn_client_error("producer: ", &error, reason);
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Err((e, _)) => {
+                self.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                warn!("output record not delivered: {e}");
+            }
+            Ok(m) => {
+                if self.changelog.as_deref() == Some(m.topic()) {
+                    if m.offset() >= 0 {
+                        self.changelog_end.fetch_max(m.offset(), Ordering::AcqRel);
+                    } else {
+                        self.changelog_unknown.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) struct ConsumerCtx {
+    pub(super) worker: Arc<Mutex<Worker>>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_rdkafka(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End-of-partition events reach the poll too (they order a task's input).
+        if !is_end_of_partition(&error) {
+            warn_client_error("consumer: ", &error, reason);
+        }
+    }
+    fn stats(&self, s: Statistics) {
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic, &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut w = self.worker.lock().expect("worker lock");
+            let lost = consumer.assignment_lost();
+            let result = if lost {
+                w.abort_all()
+            } else {
+                w.commit_and_wait(consumer)
+            };
+            if let Err(e) = result {
+                w.failed.get_or_insert(e);
+            }
+            let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            w.revoke(&partitions, lost);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.metrics.rebalances.inc();
+        if let Rebalance::Assign(tpl) = rebalance {
+            // A partition paused (its buffer full) before a rebalance starts afresh.
+            if let Err(e) = consumer.resume(tpl) {
+                warn!("cannot resume assigned partitions: {e}");
+            }
+            let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let mut w = self.worker.lock().expect("worker lock");
+            let result = w.assign(&partitions);
+            if let Err(e) = result {
+                w.failed.get_or_insert(e);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client configuration
+// ---------------------------------------------------------------------------------------------
+
+pub(super) fn base_config(s: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &s.brokers);
+    c.set(
+        "client.id",
+        format!("{}-{}", s.application_id, s.instance_id()),
+    );
+    // Consumer-only settings are set again by the consumers' own configurations.
+    for (k, v) in &s.kafka {
+        if !is_consumer_only(k) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+pub(super) fn consumer_config(s: &Settings) -> ClientConfig {
+    let mut c = base_config(s);
+    c.set("group.id", &s.application_id)
+        // Clicks and conversions of one key are co-partitioned: the range assignor hands the
+        // same partition number of both topics to the same member.
+        .set("partition.assignment.strategy", "range")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // End-of-partition events tell a task that an empty partition is read to its end
+        // (see `crate::runtime::input_order`).
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "5000");
+    // Static membership (KIP-345) when the instance is named: a restarted instance takes its
+    // partitions back at once instead of after the session timeout of its dead self.
+    if let Some(id) = &s.instance_id {
+        c.set("group.instance.id", format!("{}-{id}", s.application_id));
+    }
+    for (k, v) in &s.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A consumer outside the group, for tables and restores.
+pub(super) fn reader_config(s: &Settings, purpose: &str) -> ClientConfig {
+    let mut c = base_config(s);
+    c.set("group.id", format!("{}-{purpose}", s.application_id))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    for (k, v) in &s.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A producer; with a transactional id for an `exactly_once` task.
+pub(super) fn producer_config(s: &Settings, transactional_id: Option<&str>) -> ClientConfig {
+    let mut c = base_config(s);
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id)
+            .set("transaction.timeout.ms", "60000");
+    }
+    // The user's settings win over the defaults above.
+    for (k, v) in &s.kafka {
+        if !is_consumer_only(k) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+/// `kafka` settings that librdkafka would ignore (with a warning) on a producer.
+pub(super) fn is_consumer_only(key: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "isolation.level",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "partition.assignment.strategy",
+        "group.instance.id",
+        "group.protocol",
+        "fetch.min.bytes",
+        "fetch.max.bytes",
+        "fetch.wait.max.ms",
+        "max.partition.fetch.bytes",
+        "queued.min.messages",
+        "queued.max.messages.kbytes",
+    ];
+    KEYS.contains(&key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topics
+// ---------------------------------------------------------------------------------------------

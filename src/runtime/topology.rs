@@ -1,0 +1,73 @@
+//! The topology's names, fixed before it grows a second stage: a task is a stage and a
+//! partition, and every id and internal topic carries the stage or store it belongs to, as
+//! Kafka Streams names its tasks (`<application_id>-<stage>_<partition>`) and changelogs
+//! (`<application_id>-<store>-changelog`).
+
+use std::fmt;
+
+/// A stage of the topology: a processor over its own input partitions, with its own tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StageId {
+    /// Attributes conversions over clicks, conversions, promo codes and config.
+    Attribution,
+}
+
+impl StageId {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageId::Attribution => "attribution",
+        }
+    }
+
+    /// The store the stage keeps its state in.
+    pub fn store(self) -> &'static str {
+        match self {
+            StageId::Attribution => "journeys",
+        }
+    }
+}
+
+/// A task: one partition of one stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    pub stage: StageId,
+    pub partition: i32,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.stage.name(), self.partition)
+    }
+}
+
+impl TaskId {
+    pub fn new(stage: StageId, partition: i32) -> Self {
+        TaskId { stage, partition }
+    }
+
+    /// The task's transactional id: stable, so that the next owner fences the previous one.
+    pub fn transactional_id(&self, application_id: &str) -> String {
+        format!("{application_id}-{self}")
+    }
+}
+
+/// The changelog topic of a stage's store.
+pub fn changelog_topic(application_id: &str, stage: StageId) -> String {
+    format!("{application_id}-{}-changelog", stage.store())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_stage_and_the_store() {
+        let t = TaskId::new(StageId::Attribution, 7);
+        assert_eq!(t.to_string(), "attribution_7");
+        assert_eq!(t.transactional_id("attrib"), "attrib-attribution_7");
+        assert_eq!(
+            changelog_topic("attrib", StageId::Attribution),
+            "attrib-journeys-changelog"
+        );
+    }
+}
