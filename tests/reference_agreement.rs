@@ -1,4 +1,4 @@
-//! `replay` against an independent implementation of DESIGN §3 (`tests/reference/attrib_ref.py`,
+//! `replay` against an independent implementation of docs/design.md §3 (`tests/reference/attrib_ref.py`,
 //! written from the design alone) on generated streams of 100,000 records covering every rule.
 //! Set `ATTRIB_AGREEMENT_SEEDS=1,2,3` to try more seeds (`scripts/test --long` does).
 

@@ -1,4 +1,4 @@
-//! Table tests, one group per rule of DESIGN §3, with hand-computed expectations.
+//! Table tests, one group per rule of docs/design.md §3, with hand-computed expectations.
 
 use attrib::model::journey::Journey;
 use attrib::model::output::{Action, InvalidAction, Output};

@@ -8,11 +8,11 @@
 #   docs/examples/run.sh --update [NAME…] rewrite the expected files
 #
 # The binary is $ATTRIB if set, else `attrib` on PATH, else the release build in the cargo
-# target directory the scripts use (~/.cache/attrib/target, moved by ATTRIB_CACHE_DIR).
+# target directory (./target, or $CARGO_TARGET_DIR).
 # `processed_at` (the wall clock) is printed as "…" so that outputs compare byte for byte.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${ATTRIB:-$(command -v attrib || echo "${ATTRIB_CACHE_DIR:-$HOME/.cache/attrib}/target/release/attrib")}
+bin=${ATTRIB:-$(command -v attrib || echo "${CARGO_TARGET_DIR:-$here/../../target}/release/attrib")}
 mode=print
 case "${1:-}" in --check) mode=check; shift ;; --update) mode=update; shift ;; esac
 if [ $# -eq 0 ]; then set -- $(cd "$here" && ls *.jsonl | sed 's/\.jsonl$//'); fi

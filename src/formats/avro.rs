@@ -1,5 +1,5 @@
 //! Avro on the wire: input records in Avro, decoded into attrib's JSON form, and actions and
-//! invalid actions written as Avro (DESIGN §2, `schemas/`).
+//! invalid actions written as Avro (docs/design.md §2, `schemas/`).
 //!
 //! **Input.** Framing is decided per record, from its first bytes:
 //!
@@ -15,7 +15,7 @@
 //! writer take their defaults, ints promote to longs, …; beyond the specification, an Avro
 //! `enum` is read as its symbol where attrib has a string), chosen by record name among the types
 //! the topic carries (`io.attrib.Conversion`, `io.attrib.Modification`, … on the conversions
-//! topic). The datum is written out directly in the JSON form of DESIGN §2 (decimals as decimal
+//! topic). The datum is written out directly in the JSON form of docs/design.md §2 (decimals as decimal
 //! strings, `timestamp-millis` as RFC 3339), so that the JSON validation applies unchanged.
 //!
 //! The decoder is attrib's own: a resolution plan is compiled once per (writer schema, topic)

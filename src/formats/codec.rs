@@ -1,5 +1,5 @@
 //! Encoding of output records for Kafka: JSON or Avro values, string keys and the DLQ's
-//! headers (DESIGN §4).
+//! headers (docs/design.md §4).
 
 use crate::formats::avro::AvroOutput;
 use crate::model::output::{DlqRecord, OutRecord};

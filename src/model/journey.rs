@@ -166,7 +166,7 @@ impl Journey {
             .find(|o| o.is(program_id, event_type, order_id))
     }
 
-    /// Drops what retention no longer needs (DESIGN §3 rule 11); returns the number of clicks
+    /// Drops what retention no longer needs (docs/design.md §3 rule 11); returns the number of clicks
     /// dropped.
     /// `click_keep_ms` None keeps every click (no program is configured yet, so no window is
     /// known).

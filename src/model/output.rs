@@ -1,4 +1,4 @@
-//! What attrib writes: attributed actions and invalid actions (DESIGN §2).
+//! What attrib writes: attributed actions and invalid actions (docs/design.md §2).
 
 use crate::model::money;
 use crate::model::records::CustomerStatus;

@@ -1,7 +1,7 @@
 //! Input records: their JSON wire form, and validation into the checked types the engine uses.
 //!
 //! Every wire struct has only optional fields so that a missing field, a field of the wrong
-//! type and an unknown enum value each get their own readable reason (DESIGN §2). A reason is
+//! type and an unknown enum value each get their own readable reason (docs/design.md §2). A reason is
 //! what lands in the DLQ's `attrib.error` header.
 
 use crate::model::money;
@@ -47,7 +47,7 @@ impl InputTopic {
     }
 }
 
-/// Size limits on input (DESIGN §2 fixes `shared_id` ≤ 255; the rest are settings).
+/// Size limits on input (docs/design.md §2 fixes `shared_id` ≤ 255; the rest are settings).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -78,7 +78,7 @@ impl Default for Limits {
     }
 }
 
-/// A `shared_id` is at most this long (DESIGN §2).
+/// A `shared_id` is at most this long (docs/design.md §2).
 pub const MAX_SHARED_ID_LEN: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! The tables every instance reads whole: programs, contracts, cross-program settings and
-//! promo-code assignments (DESIGN §2 "Config" and "Promo-code assignment").
+//! promo-code assignments (docs/design.md §2 "Config" and "Promo-code assignment").
 //!
 //! Records are validated into checked types before they replace anything; a refused record
 //! leaves the previous version in force.

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// Milliseconds since 1970-01-01T00:00:00Z.
 pub type Millis = i64;
 
-/// One day, as DESIGN §2 defines it: 86,400 s.
+/// One day, as docs/design.md §2 defines it: 86,400 s.
 pub const DAY_MS: Millis = 86_400_000;
 
 /// Parses an RFC 3339 timestamp, keeping it to the millisecond (finer digits are dropped).

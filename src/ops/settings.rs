@@ -50,7 +50,7 @@ pub struct OutputFormats {
     pub invalid_actions: Option<OutputFormat>,
 }
 
-/// Topic names (DESIGN §1).
+/// Topic names (docs/design.md §1).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topics {

@@ -1,4 +1,4 @@
-//! The attribution rules of DESIGN §3, as one pure function of (journey, tables, record, time).
+//! The attribution rules of docs/design.md §3, as one pure function of (journey, tables, record, time).
 //!
 //! No IO and no clock: the caller passes the processing time (`processed_at`, which appears only
 //! on the output) and the partition's stream time. `replay`, the Kafka pipeline and the tests

@@ -264,6 +264,10 @@ pub(super) fn producer_config(s: &Settings, transactional_id: Option<&str>) -> C
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000");
     if let Some(id) = transactional_id {
+        // Per-task fencing never waits for this timeout (the next owner's init_transactions
+        // aborts what the previous one left open); it bounds how long a transaction of a dead
+        // instance whose task nobody re-initialises holds readers back. See
+        // docs/exactly-once.md, "Per-task producers against one producer per instance".
         c.set("transactional.id", id)
             .set("transaction.timeout.ms", "60000");
     }

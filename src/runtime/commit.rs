@@ -299,7 +299,7 @@ impl Worker {
                 }
             }
         }
-        for task in self.tasks.values_mut() {
+        for (p, task) in self.tasks.iter_mut() {
             task.committing = false;
             task.deferred.clear();
             task.deferred_begin = false;
@@ -310,7 +310,10 @@ impl Worker {
                     .transactions
                     .with_label_values(&["abort"])
                     .inc();
-                let _ = task.producer.abort_transaction(KAFKA_TIMEOUT);
+                if let Err(e) = task.producer.abort_transaction(KAFKA_TIMEOUT) {
+                    // The next owner's initialisation of the task aborts it anyway.
+                    warn!(partition = *p, error = %e, "cannot abort an open transaction");
+                }
             }
         }
     }

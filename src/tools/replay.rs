@@ -1,4 +1,4 @@
-//! `attrib replay`: the engine over a JSONL file, without Kafka (DESIGN §5).
+//! `attrib replay`: the engine over a JSONL file, without Kafka (docs/design.md §5).
 //!
 //! Input lines are `{"topic":"clicks|conversions|promo_codes|config","key":…,"value":…}`,
 //! applied in file order as one partition; output lines are

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of `attrib replay` (DESIGN.md §1-§3, §5, §6).
+"""Independent reference implementation of `attrib replay` (docs/design.md §1-§3, §5, §6).
 
 Usage: python3 attrib_ref.py [--stitching] [--config FILE] IN.jsonl > OUT.jsonl
 

@@ -5,7 +5,7 @@ Usage: python3 compare.py [--ignore-device-ids] A.jsonl B.jsonl
 
 Ignores `processed_at` (actions), `detail` (invalid actions) and the text of the DLQ
 header `attrib.error`.  Everything else is compared, including the `device_id` of each
-credit and of each `journey.touchpoints` entry (DESIGN.md §2, §6): a missing, extra,
+credit and of each `journey.touchpoints` entry (docs/design.md §2, §6): a missing, extra,
 differing or misplaced `device_id` is a difference.  `--ignore-device-ids` (off by
 default) drops those two nested `device_id` fields from both sides before comparing, for
 an implementation that does not write them yet; the action's own `device_id` is still

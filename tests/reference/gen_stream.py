@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""Random `attrib replay` input streams covering the rules of DESIGN.md §1-§3 (and §6).
+"""Random `attrib replay` input streams covering the rules of docs/design.md §1-§3 (and §6).
 
 Usage: python3 gen_stream.py SEED N [--stitching] > stream.jsonl
 
 About N lines.  Deterministic for a given SEED (only random.Random(SEED) is used).
 With --stitching the stream is a cross-device one for `attrib replay` with identity
-stitching on (DESIGN.md §6): customers with 2-3 devices, anonymous browsing, identify
+stitching on (docs/design.md §6): customers with 2-3 devices, anonymous browsing, identify
 records, logins on clicks and conversions, conflicting links, changes keyed by device
 or carrying customer_id, click-id and order collisions on a move, equal times across
 devices, and a few records that break §6's key rules.  Without the flag the output is
 exactly what it was before §6 existed.
-The stream stays inside the territory DESIGN.md decides (see README.md in
+The stream stays inside the territory docs/design.md decides (see README.md in
 this folder): no blank lines, no malformed table tombstone keys, no
 money strings in exotic syntaxes, no numbers with exponents, no non-string keys.
 Disorder is kept small (clicks up to 10 min early, records up to 3 h late) and
