@@ -149,14 +149,27 @@ impl ClientContext for ConsumerCtx {
             warn_client_error("consumer: ", &error, reason);
         }
     }
+    /// `attrib_consumer_lag_records`: per owned input partition, the end a `read_committed`
+    /// consumer can reach (the last stable offset) minus the position attrib last committed.
+    /// Under `exactly_once` the position is the one the task's last committed transaction
+    /// stored (librdkafka's own `consumer_lag` only sees commits made through the consumer, so
+    /// it never falls); under `at_least_once` it is librdkafka's figure. Partitions this
+    /// instance no longer owns are dropped.
     fn stats(&self, s: Statistics) {
+        // Called from the consumer's poll, which the processing thread makes without the
+        // worker lock; if it is held anyway, this interval's figures are skipped.
+        let Ok(w) = self.worker.try_lock() else {
+            return;
+        };
+        let gauge = &self.metrics.consumer_lag;
+        gauge.reset();
         for (topic, t) in &s.topics {
             for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic, &p.to_string()])
-                        .set(part.consumer_lag);
+                if *p < 0 || !w.owned.contains(p) {
+                    continue;
+                }
+                if let Some(lag) = partition_lag(&w, topic, *p, part) {
+                    gauge.with_label_values(&[topic, &p.to_string()]).set(lag);
                 }
             }
         }
@@ -306,3 +319,28 @@ pub(super) fn is_consumer_only(key: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Topics
 // ---------------------------------------------------------------------------------------------
+
+/// The lag of one owned input partition (see [`ConsumerCtx::stats`]); `None` while unknown.
+fn partition_lag(
+    w: &Worker,
+    topic: &str,
+    partition: i32,
+    part: &rdkafka::statistics::Partition,
+) -> Option<i64> {
+    if !w.eos {
+        return (part.consumer_lag >= 0).then_some(part.consumer_lag);
+    }
+    let committed = w
+        .tasks
+        .get(&partition)?
+        .positions
+        .iter()
+        .find(|(t, _)| t == topic)
+        .map(|(_, o)| *o)?;
+    let end = if part.ls_offset >= 0 {
+        part.ls_offset
+    } else {
+        part.hi_offset
+    };
+    (end >= 0 && committed >= 0).then(|| (end - committed).max(0))
+}

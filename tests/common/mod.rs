@@ -301,7 +301,49 @@ pub fn end_to_end(brokers: &str, s: &Settings) {
     let m = &run.handles.metrics;
     assert_eq!(m.consumed.with_label_values(&["clicks"]).get(), 3);
     assert_eq!(m.consumed.with_label_values(&["conversions"]).get(), 3);
+    if s.processing_guarantee == attrib::ops::settings::Guarantee::ExactlyOnce {
+        wait_lag_zero(m, &[&s.topics.clicks, &s.topics.conversions], 2);
+    }
     run.stop();
+}
+
+/// Waits until `attrib_consumer_lag_records` shows every partition of `topics` and all are 0
+/// (everything was processed and committed): the lag comes from the committed transactions,
+/// not from librdkafka's view of the consumer's own commits, which never fell under
+/// `exactly_once`.
+pub fn wait_lag_zero(m: &attrib::ops::metrics::Metrics, topics: &[&str], partitions: i32) {
+    use prometheus::core::Collector;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = m
+            .consumer_lag
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric().to_vec())
+            .map(|x| {
+                let label = |n: &str| {
+                    x.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                ((label("topic"), label("partition")), x.get_gauge().value())
+            })
+            .collect::<Vec<_>>();
+        let all_there = topics.iter().all(|t| {
+            (0..partitions).all(|p| {
+                last.iter()
+                    .any(|((topic, part), _)| topic == t && *part == p.to_string())
+            })
+        });
+        if all_there && last.iter().all(|(_, v)| *v == 0.0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("consumer lag not 0 on every partition of {topics:?} within 40 s: {last:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
