@@ -25,6 +25,8 @@ pub struct Metrics {
     pub rebalances: IntCounter,
     pub assigned: IntGauge,
     pub restore_records: IntCounter,
+    /// Changelog records a running restore still has to read, per partition (0 when none runs).
+    pub restore_remaining: IntGaugeVec,
     pub restore_seconds: Gauge,
     pub journeys: IntGauge,
     pub rocksdb_live: IntGauge,
@@ -101,6 +103,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(restore_records.clone()))
+            .expect("unique metric");
+        let restore_remaining = IntGaugeVec::new(
+            Opts::new(
+                "attrib_restore_remaining_records",
+                "Changelog records a running restore still has to read, per partition (0 when none runs).",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(restore_remaining.clone()))
             .expect("unique metric");
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
@@ -198,6 +210,7 @@ impl Metrics {
                 "Input partitions assigned to this instance.",
             ),
             restore_records,
+            restore_remaining,
             restore_seconds,
             journeys: gauge(
                 &r,

@@ -4,7 +4,7 @@ use super::{clients::*, reader::*, rebalance::*, worker::*};
 use crate::state::changelog::RestoreSink;
 use crate::state::store::{JourneyStore, PartitionMeta, StateWrite};
 use anyhow::Result;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use std::collections::HashMap;
 use tracing::warn;
@@ -44,7 +44,6 @@ impl Worker {
             .iter()
             .map(|p| (self.changelog.clone(), *p))
             .collect();
-        let store = self.processor.store_mut();
         let (shutdown, heartbeat) = (
             self.handles.shutdown.clone(),
             self.handles.heartbeat.clone(),
@@ -53,6 +52,27 @@ impl Worker {
             .iter()
             .filter_map(|(p, c)| Some((*p, c.changelog_end?)))
             .collect();
+        // Progress while it runs: records read (per 1,024) and records left per partition,
+        // up to the committed end or, when unknown, the log end seen now.
+        let metrics = self.handles.metrics.clone();
+        let mut targets = HashMap::new();
+        for p in partitions {
+            let end = match ends.get(p) {
+                Some(e) => *e,
+                None => {
+                    reader
+                        .fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?
+                        .1
+                }
+            };
+            targets.insert(*p, end);
+            metrics
+                .restore_remaining
+                .with_label_values(&[&p.to_string()])
+                .set(end);
+        }
+        let store = self.processor.store_mut();
+        let mut unreported = 0u64;
         read_to_end(reader, &assignments, (&shutdown, &heartbeat), |m| {
             if ends
                 .get(&m.partition())
@@ -61,6 +81,17 @@ impl Worker {
                 return Ok(());
             }
             records += 1;
+            unreported += 1;
+            if unreported == 1024 {
+                metrics.restore_records.inc_by(unreported);
+                unreported = 0;
+                if let Some(end) = targets.get(&m.partition()) {
+                    metrics
+                        .restore_remaining
+                        .with_label_values(&[&m.partition().to_string()])
+                        .set((end - m.offset() - 1).max(0));
+                }
+            }
             let (restore, meta) = restores.entry(m.partition()).or_default();
             let mut sink = Sink {
                 store: &mut *store,
@@ -69,6 +100,13 @@ impl Worker {
             };
             restore.record(m.key().unwrap_or_default(), m.payload(), &mut sink)
         })?;
+        metrics.restore_records.inc_by(unreported);
+        for p in partitions {
+            metrics
+                .restore_remaining
+                .with_label_values(&[&p.to_string()])
+                .set(0);
+        }
         for (p, (restore, mut meta)) in restores {
             let mut sink = Sink {
                 store: &mut *store,
