@@ -56,16 +56,17 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
-    /// Print the effective settings (file + environment) as TOML, or the error.
+    /// Print the effective settings (file + environment) as TOML, secrets as "***", or the error.
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
     },
 }
 
-fn init_logs(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Starts logging with a `log_level` filter, refused (not replaced) when invalid.
+fn init_logs(format: LogFormat, level: &str) -> Result<()> {
+    attrib::ops::settings::check_log_filter(level)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -73,6 +74,7 @@ fn init_logs(format: LogFormat, level: &str) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Plain => builder.init(),
     }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -80,7 +82,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run { config } => {
             let settings = Settings::load(config.as_deref())?;
-            init_logs(settings.log_format, &settings.log_level);
+            init_logs(settings.log_format, &settings.log_level)?;
             attrib::runtime::run_until_signal(settings)
         }
         Command::Demo {
@@ -90,7 +92,7 @@ fn main() -> Result<()> {
             init_logs(
                 LogFormat::Plain,
                 &std::env::var("ATTRIB_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
-            );
+            )?;
             attrib::tools::demo::run(keep_running, clicks)
         }
         Command::Replay { input, output } => {
@@ -133,7 +135,7 @@ fn main() -> Result<()> {
         }
         Command::CheckConfig { config } => {
             let settings = Settings::load(config.as_deref())?;
-            print!("{}", toml::to_string(&settings)?);
+            print!("{}", toml::to_string(&settings.redacted())?);
             Ok(())
         }
     }

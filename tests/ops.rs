@@ -1304,6 +1304,10 @@ fn understood(name: &str) -> Result<String, String> {
         match Settings::parse("", env) {
             Ok(s) if s != base => return Ok(format!("changes settings with {candidate:?}")),
             Ok(_) => {}
+            // Settings refuses a variable that names no setting.
+            Err(e) if e.to_string().contains("names no setting") => {
+                return Err(format!("{name} names no setting: {e}"));
+            }
             Err(e) => refused = Some(e.to_string()),
         }
     }

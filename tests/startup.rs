@@ -1,6 +1,7 @@
 //! Start-up and shutdown as an operator meets them: fatal settings stop the process at once
 //! with a message naming the cause; SIGTERM while attrib waits for an unreachable broker stops
-//! it cleanly (exit 0) within the shutdown bound. No broker needed.
+//! it cleanly (exit 0) within the shutdown bound; `check-config` shows the settings without
+//! their secrets. No broker needed.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,4 +125,212 @@ fn unreachable_broker_is_reported_and_sigterm_exits_zero() {
         text.matches("cannot reach Kafka").count() <= 2,
         "the report is rate-limited:\n{text}"
     );
+}
+
+/// Runs `attrib check-config` with only `env`'s `ATTRIB_*` variables (the test's own are
+/// removed) and, if given, a config file; returns (exit code, stdout, stderr).
+fn check_config(env: &[(&str, &str)], file: Option<&str>) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attrib"));
+    cmd.arg("check-config");
+    if let Some(text) = file {
+        let path = dir.path().join("attrib.toml");
+        std::fs::write(&path, text).unwrap();
+        cmd.arg("--config").arg(path);
+    }
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATTRIB_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd.envs(env.iter().copied()).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn check_config_shows_secrets_as_stars() {
+    let secrets = [
+        ("ATTRIB_JOURNEYS_API_TOKEN", "journeys-token-s3cret"),
+        ("ATTRIB_SCHEMA_REGISTRY_PASSWORD", "registry-s3cret"),
+        ("ATTRIB_KAFKA_SASL_PASSWORD", "sasl-s3cret"),
+        ("ATTRIB_KAFKA_SSL_KEY_PASSWORD", "key-s3cret"),
+        ("ATTRIB_KAFKA_SSL_KEYSTORE_PASSWORD", "keystore-s3cret"),
+        (
+            "ATTRIB_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+            "oauth-s3cret",
+        ),
+    ];
+    let mut env = vec![
+        ("ATTRIB_JOURNEYS_API_ENABLED", "true"),
+        ("ATTRIB_SCHEMA_REGISTRY_URL", "https://sr.example:8081"),
+        ("ATTRIB_SCHEMA_REGISTRY_USER", "SR_API_KEY"),
+        ("ATTRIB_KAFKA_SASL_USERNAME", "attrib-user"),
+    ];
+    env.extend(secrets);
+    let (code, out, err) = check_config(&env, None);
+    assert_eq!(code, Some(0), "{err}");
+    for (var, secret) in secrets {
+        assert!(!out.contains(secret), "{var}'s value is printed:\n{out}");
+    }
+    let shown: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(
+        shown["journeys_api"]["token"].as_str(),
+        Some("***"),
+        "{out}"
+    );
+    assert_eq!(
+        shown["schema_registry_password"].as_str(),
+        Some("***"),
+        "{out}"
+    );
+    for key in [
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "sasl.oauthbearer.client.secret",
+    ] {
+        assert_eq!(shown["kafka"][key].as_str(), Some("***"), "{key}:\n{out}");
+    }
+    // What is not secret stays readable.
+    assert_eq!(shown["schema_registry_user"].as_str(), Some("SR_API_KEY"));
+    assert_eq!(
+        shown["kafka"]["sasl.username"].as_str(),
+        Some("attrib-user")
+    );
+
+    // Credentials in the registry URL too.
+    let (code, out, err) = check_config(
+        &[(
+            "ATTRIB_SCHEMA_REGISTRY_URL",
+            "https://KEY:url-s3cret@sr.example:8081",
+        )],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !out.contains("url-s3cret") && out.contains("https://KEY:***@sr.example:8081"),
+        "{out}"
+    );
+}
+
+#[test]
+fn misspelt_variable_stops_run_and_check_config_naming_it() {
+    let (code, _, err) = check_config(&[("ATTRIB_TOPICS_CLICKS", "my.clicks")], None);
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(
+        err.contains("ATTRIB_TOPICS_CLICKS") && err.contains("did you mean `ATTRIB_TOPIC_CLICKS`?"),
+        "{err}"
+    );
+    let (code, err) = run_attrib(
+        &[
+            ("ATTRIB_HTTP_ADDR", free_addr()),
+            ("ATTRIB_COMMIT_INTERVALL_MS", "50".into()),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(
+        err.contains("ATTRIB_COMMIT_INTERVALL_MS")
+            && err.contains("did you mean `ATTRIB_COMMIT_INTERVAL_MS`?"),
+        "{err}"
+    );
+    // Stitching is planned (docs/design.md §6), not read: asking for it is refused.
+    let (code, _, err) = check_config(&[("ATTRIB_IDENTITY_STITCHING", "true")], None);
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(
+        err.contains("ATTRIB_IDENTITY_STITCHING") && err.contains("not available"),
+        "{err}"
+    );
+}
+
+/// scripts/test, scripts/kafka, .ci/run, the tests and the benchmarks read these and pass them
+/// on to the `attrib` processes they start.
+#[test]
+fn variables_of_the_test_scripts_are_not_refused() {
+    let (code, out, err) = check_config(
+        &[
+            ("ATTRIB_TEST_BROKERS", "127.0.0.1:9092"),
+            ("ATTRIB_TEST_KAFKA_PORT", "19092"),
+            ("ATTRIB_TEST_LOG", "debug"),
+            ("ATTRIB_BENCH_KAFKA", "127.0.0.1:9092"),
+            ("ATTRIB_CACHE_DIR", "/tmp/attrib-cache"),
+            ("ATTRIB_REQUIRE_BROKER", "1"),
+            ("ATTRIB_CRASH_KILLS", "30"),
+            ("ATTRIB_AGREEMENT_SEEDS", "1,2,3"),
+            ("ATTRIB_FUZZ_ITERATIONS", "100"),
+            ("ATTRIB_UPDATE_GOLDEN", "1"),
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("brokers = \"localhost:9092\""), "{out}");
+}
+
+#[test]
+fn http_addr_may_be_a_host_name() {
+    let (code, out, err) = check_config(&[], Some("http_addr = \"localhost:9464\"\n"));
+    assert_eq!(code, Some(0), "{err}");
+    let shown: toml::Table = toml::from_str(&out).unwrap();
+    let addr: std::net::SocketAddr = shown["http_addr"].as_str().unwrap().parse().unwrap();
+    assert!(addr.ip().is_loopback() && addr.port() == 9464, "{out}");
+    let (code, _, err) = check_config(&[("ATTRIB_HTTP_ADDR", "localhost")], None);
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(err.contains("`http_addr` `localhost`"), "{err}");
+
+    // And `attrib run` serves on it.
+    let port = free_addr().rsplit_once(':').unwrap().1.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_attrib(
+        &[("ATTRIB_HTTP_ADDR", format!("localhost:{port}"))],
+        dir.path(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answer = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+            use std::io::{Read, Write};
+            s.write_all(
+                b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            break answer;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break String::new();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "no answer on localhost:{port}: {answer:?}\n{}",
+        std::fs::read_to_string(dir.path().join("stderr")).unwrap()
+    );
+}
+
+#[test]
+fn invalid_log_level_is_refused_listing_the_levels() {
+    let (code, _, err) = check_config(&[("ATTRIB_LOG_LEVEL", "verbose")], None);
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(
+        err.contains("`log_level` `verbose`")
+            && err.contains("trace, debug, info, warn, error, off"),
+        "{err}"
+    );
+    let (code, err) = run_attrib(
+        &[
+            ("ATTRIB_HTTP_ADDR", free_addr()),
+            ("ATTRIB_LOG_LEVEL", "attrib=loud".into()),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(err.contains("`log_level` `attrib=loud`"), "{err}");
+    let (code, out, err) = check_config(&[("ATTRIB_LOG_LEVEL", "warn,attrib=debug")], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("log_level = \"warn,attrib=debug\""), "{out}");
 }

@@ -6,6 +6,10 @@
 //! `limits.max_items` ← `ATTRIB_LIMITS_MAX_ITEMS`. librdkafka options go in `[kafka]` and come
 //! from `ATTRIB_KAFKA_<OPTION>` with `_` read as `.` (`ATTRIB_KAFKA_SASL_MECHANISMS` →
 //! `sasl.mechanisms`).
+//!
+//! An `ATTRIB_*` variable that names no setting is refused like an unknown TOML key, except the
+//! few that attrib's scripts, tests and benchmarks read ([`is_other_tool_variable`]): they pass
+//! their environment on to the `attrib` processes they start.
 
 use crate::model::records::Limits;
 use crate::model::time::days_to_ms;
@@ -13,7 +17,7 @@ use crate::rules::engine::EngineSettings;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -97,7 +101,9 @@ pub struct Settings {
     pub instance_id: Option<String>,
     /// Where RocksDB keeps journeys.
     pub state_dir: PathBuf,
-    /// Address of the HTTP server (metrics, health, journeys).
+    /// Address of the HTTP server (metrics, health, journeys): `IP:PORT` or `HOST:PORT`. A host
+    /// name is resolved when the settings are loaded, and the field then holds the address
+    /// (`IP:PORT`) the server listens on, so it always parses as a [`SocketAddr`].
     pub http_addr: String,
     pub processing_guarantee: Guarantee,
     /// How often output, state and offsets are committed, in milliseconds.
@@ -113,7 +119,8 @@ pub struct Settings {
     /// that reaches the broker, or attrib, just after it.
     pub input_grace_ms: u64,
     pub log_format: LogFormat,
-    /// A `tracing` filter (`info`, `attrib=debug,rdkafka=warn`, …).
+    /// A `tracing` filter (`info`, `attrib=debug,rdkafka=warn`, …), checked by
+    /// [`check_log_filter`].
     pub log_level: String,
     /// Format of both output topics unless `output_formats` says otherwise.
     pub output_format: OutputFormat,
@@ -269,6 +276,11 @@ impl Settings {
                 continue;
             };
             if let Some(opt) = name.strip_prefix("KAFKA_") {
+                if opt.is_empty() {
+                    bail!(
+                        "invalid config: environment variable `{k}` names no librdkafka option (ATTRIB_KAFKA_<OPTION>)"
+                    );
+                }
                 let opt = opt.to_ascii_lowercase().replace('_', ".");
                 let kafka = table
                     .entry("kafka")
@@ -279,6 +291,7 @@ impl Settings {
                 continue;
             }
             let Some((_, path)) = ENV_KEYS.iter().find(|(n, _)| *n == name) else {
+                check_other_variable(&k, &v)?;
                 continue;
             };
             let mut t = &mut table;
@@ -318,8 +331,38 @@ impl Settings {
         {
             s.schema_registry_ca_file = None;
         }
+        // Directives as `tracing` parses them: it does not trim around commas.
+        s.log_level = s
+            .log_level
+            .split(',')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(",");
+        // The address the HTTP server listens on, in place of a host name.
+        s.http_addr = resolve_http_addr(&s.http_addr)?.to_string();
         s.validate()?;
         Ok(s)
+    }
+
+    /// A copy for showing (`attrib check-config`): secrets — the journeys API token, the
+    /// registry password (also in `schema_registry_url`) and secret `[kafka]` options
+    /// ([`is_secret_kafka_option`]) — read `***`, so that whether one is set stays visible.
+    pub fn redacted(&self) -> Settings {
+        let mut s = self.clone();
+        for v in [&mut s.journeys_api.token, &mut s.schema_registry_password] {
+            if let Some(secret) = v.as_mut().filter(|t| !t.is_empty()) {
+                *secret = REDACTED.into();
+            }
+        }
+        if let Some(url) = &mut s.schema_registry_url {
+            *url = redact_url_password(url);
+        }
+        for (key, value) in &mut s.kafka {
+            if is_secret_kafka_option(key) && !value.is_empty() {
+                *value = REDACTED.into();
+            }
+        }
+        s
     }
 
     fn validate(&self) -> Result<()> {
@@ -336,12 +379,8 @@ impl Settings {
                 "invalid config: `application_id` must be non-empty ASCII letters, digits, `.`, `_` or `-`"
             );
         }
-        self.http_addr.parse::<SocketAddr>().with_context(|| {
-            format!(
-                "invalid config: `http_addr` `{}` is not an address like 0.0.0.0:9464",
-                self.http_addr
-            )
-        })?;
+        // `http_addr` is resolved (and so checked) by `parse`.
+        check_log_filter(&self.log_level)?;
         if self.commit_interval_ms == 0 {
             bail!("invalid config: `commit_interval_ms` must be positive");
         }
@@ -488,6 +527,180 @@ impl Settings {
     }
 }
 
+/// What [`Settings::redacted`] shows in place of a secret.
+pub const REDACTED: &str = "***";
+
+/// Whether a librdkafka option holds a secret (a password, a client secret, a private key).
+pub fn is_secret_kafka_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.ends_with(".password")
+        || key.ends_with("secret")
+        || matches!(
+            key.as_str(),
+            "sasl.password"
+                | "ssl.key.password"
+                | "ssl.keystore.password"
+                | "sasl.oauthbearer.client.secret"
+                | "ssl.key.pem"
+        )
+}
+
+/// `scheme://user:***@host/…` for a URL with a password in it (`scheme://***@host/…` for one
+/// with only a user part, often a token); other URLs unchanged.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let userinfo = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => REDACTED.to_string(),
+    };
+    format!("{scheme}://{userinfo}@{host}{path}")
+}
+
+/// The address `http_addr` (`IP:PORT` or `HOST:PORT`) listens on: a host name is resolved, and
+/// its first IPv4 address taken, else its first address (`localhost` is often `::1` first,
+/// which a container without IPv6 cannot listen on).
+fn resolve_http_addr(addr: &str) -> Result<SocketAddr> {
+    let what = || {
+        format!(
+            "invalid config: `http_addr` `{addr}` is not an address like 0.0.0.0:9464 or localhost:9464"
+        )
+    };
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let all: Vec<SocketAddr> = addr.to_socket_addrs().with_context(what)?.collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .with_context(|| format!("{}: the host name has no address", what()))
+}
+
+/// The levels a `log_level` directive takes.
+const LOG_LEVELS: &str = "trace, debug, info, warn, error, off";
+
+/// Checks a `log_level` as `tracing`'s `EnvFilter` reads it (directives separated by commas,
+/// each `LEVEL` or `TARGET=LEVEL`), but refuses a bare word that is not a level: `EnvFilter`
+/// would read `verbose` as a target to trace and log nothing else.
+pub fn check_log_filter(filter: &str) -> Result<()> {
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "invalid config: `log_level` `{filter}` {why}; use a level ({LOG_LEVELS}) or `TARGET=LEVEL` directives separated by commas, e.g. `info,attrib=debug,rdkafka=warn`"
+        )
+    };
+    if filter.trim().is_empty() {
+        return Err(refuse("is empty".into()));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        if !directive.is_empty()
+            && !directive.contains(['=', '['])
+            && directive
+                .parse::<tracing::level_filters::LevelFilter>()
+                .is_err()
+        {
+            return Err(refuse(if directive == filter.trim() {
+                "is not a level".into()
+            } else {
+                format!("has `{directive}`, which is not a level")
+            }));
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+        return Err(refuse(format!("is not a log filter ({e})")));
+    }
+    Ok(())
+}
+
+/// `ATTRIB_*` variables that are not settings but are read by attrib's scripts, tests and
+/// benchmarks (`scripts/test`, `scripts/kafka`, `.ci/run`, `tests/`, `benches/`), which pass
+/// their environment on to the `attrib` processes they start: the `ATTRIB_TEST_` and
+/// `ATTRIB_BENCH_` prefixes and these names.
+const OTHER_TOOL_VARIABLES: &[&str] = &[
+    "ATTRIB_CACHE_DIR",
+    "ATTRIB_REQUIRE_BROKER",
+    "ATTRIB_CRASH_KILLS",
+    "ATTRIB_AGREEMENT_SEEDS",
+    "ATTRIB_FUZZ_ITERATIONS",
+    "ATTRIB_UPDATE_GOLDEN",
+];
+
+/// Whether `attrib run` and `check-config` leave an `ATTRIB_*` variable that names no setting
+/// alone because another tool of the repository reads it (see [`OTHER_TOOL_VARIABLES`]).
+pub fn is_other_tool_variable(name: &str) -> bool {
+    name.starts_with("ATTRIB_TEST_")
+        || name.starts_with("ATTRIB_BENCH_")
+        || OTHER_TOOL_VARIABLES.contains(&name)
+}
+
+/// An `ATTRIB_*` variable `name` (set to `value`) that is neither a setting nor
+/// `ATTRIB_KAFKA_*`: allowed if another tool reads it, else refused with the likely intended
+/// name.
+fn check_other_variable(name: &str, value: &str) -> Result<()> {
+    if is_other_tool_variable(name) {
+        return Ok(());
+    }
+    let refused = format!("invalid config: environment variable `{name}` names no setting");
+    match name {
+        // docs/design.md §6; `false` asks for what this version does anyway.
+        "ATTRIB_IDENTITY_STITCHING" => {
+            if matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "" | "false" | "0"
+            ) {
+                return Ok(());
+            }
+            bail!(
+                "{refused}: cross-device identity stitching (docs/design.md §6) is planned but not available in this version"
+            )
+        }
+        "ATTRIB_CONFIG" | "ATTRIB_CONFIG_FILE" => {
+            bail!("{refused}: the settings file is given with `--config FILE`")
+        }
+        "ATTRIB_PORT" | "ATTRIB_METRICS_PORT" | "ATTRIB_METRICS_ADDR" => {
+            bail!(
+                "{refused}: metrics are served on `http_addr` (ATTRIB_HTTP_ADDR, e.g. 0.0.0.0:9464)"
+            )
+        }
+        _ => {}
+    }
+    let closest = ENV_KEYS
+        .iter()
+        .map(|(n, _)| format!("ATTRIB_{n}"))
+        .map(|n| (edit_distance(name, &n), n))
+        .min();
+    match closest {
+        Some((d, n)) if d <= 1 + n.len() / 6 => bail!("{refused} (did you mean `{n}`?)"),
+        _ => bail!(
+            "{refused}; the ATTRIB_* variables are listed in the README (Configuration), and librdkafka options go in ATTRIB_KAFKA_<OPTION>"
+        ),
+    }
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// librdkafka options that attrib sets itself because its guarantees rest on them; a
 /// pass-through value would silently switch them off. Returns why, for the error message.
 pub fn reserved_kafka_option(key: &str) -> Option<&'static str> {
@@ -587,5 +800,192 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("journeys_api.token"), "{e}");
+    }
+
+    #[test]
+    fn unknown_env_variables_are_refused_naming_the_likely_one() {
+        for (var, meant) in [
+            ("ATTRIB_TOPICS_CLICKS", "ATTRIB_TOPIC_CLICKS"),
+            ("ATTRIB_BROKER", "ATTRIB_BROKERS"),
+            ("ATTRIB_JOURNEY_API_TOKEN", "ATTRIB_JOURNEYS_API_TOKEN"),
+            ("ATTRIB_COMMIT_INTERVAL", "ATTRIB_COMMIT_INTERVAL_MS"),
+            ("ATTRIB_LOGLEVEL", "ATTRIB_LOG_LEVEL"),
+        ] {
+            let e = Settings::parse("", env(&[(var, "x")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("invalid config:")
+                    && e.contains(&format!("`{var}` names no setting"))
+                    && e.contains(&format!("did you mean `{meant}`?")),
+                "{e}"
+            );
+        }
+        let e = Settings::parse("", env(&[("ATTRIB_SOMETHING_ELSE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`ATTRIB_SOMETHING_ELSE` names no setting") && !e.contains("did you mean"),
+            "{e}"
+        );
+        let e = Settings::parse("", env(&[("ATTRIB_METRICS_PORT", "9464")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ATTRIB_HTTP_ADDR"), "{e}");
+        let e = Settings::parse("", env(&[("ATTRIB_KAFKA_", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ATTRIB_KAFKA_`"), "{e}");
+        // Not ours: other prefixes, and lower case.
+        Settings::parse("", env(&[("ATTRIBUTE_X", "1"), ("attrib_brokers", "1")])).unwrap();
+    }
+
+    #[test]
+    fn variables_of_scripts_tests_and_benchmarks_are_ignored() {
+        let s = Settings::parse(
+            "",
+            env(&[
+                ("ATTRIB_TEST_BROKERS", "k:9092"),
+                ("ATTRIB_TEST_KAFKA_PORT", "1"),
+                ("ATTRIB_TEST_LOG", "debug"),
+                ("ATTRIB_BENCH_KAFKA", "k:9092"),
+                ("ATTRIB_CACHE_DIR", "/tmp"),
+                ("ATTRIB_REQUIRE_BROKER", "1"),
+                ("ATTRIB_CRASH_KILLS", "30"),
+                ("ATTRIB_AGREEMENT_SEEDS", "1,2"),
+                ("ATTRIB_FUZZ_ITERATIONS", "9"),
+                ("ATTRIB_UPDATE_GOLDEN", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn identity_stitching_is_refused_unless_off() {
+        for off in ["false", "0", "", "FALSE"] {
+            let s = Settings::parse("", env(&[("ATTRIB_IDENTITY_STITCHING", off)])).unwrap();
+            assert_eq!(s, Settings::default());
+        }
+        for on in ["true", "1", "yes"] {
+            let e = Settings::parse("", env(&[("ATTRIB_IDENTITY_STITCHING", on)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("ATTRIB_IDENTITY_STITCHING") && e.contains("not available"),
+                "{e}"
+            );
+        }
+        let e = Settings::parse("[identity]\nstitching = true", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("identity"), "{e}");
+    }
+
+    #[test]
+    fn http_addr_takes_host_names() {
+        let s = Settings::parse("http_addr = \"localhost:9464\"", env(&[])).unwrap();
+        let addr: SocketAddr = s.http_addr.parse().unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 9464, "{addr}");
+        let s = Settings::parse("", env(&[("ATTRIB_HTTP_ADDR", "[::1]:80")])).unwrap();
+        assert_eq!(s.http_addr, "[::1]:80");
+        for bad in ["localhost", "localhost:99999", "nowhere", ":9464", ""] {
+            let e = Settings::parse("", env(&[("ATTRIB_HTTP_ADDR", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("invalid config: `http_addr`") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_level_is_a_filter_or_refused() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,attrib=info",
+            "info, attrib::runtime=debug ,rdkafka=warn",
+            "attrib=trace",
+            "info,[commit]=debug",
+        ] {
+            let s = Settings::parse(&format!("log_level = \"{ok}\""), env(&[]))
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(!s.log_level.contains(' '), "{}", s.log_level);
+            tracing_subscriber::EnvFilter::try_new(&s.log_level).unwrap();
+        }
+        for bad in [
+            "verbose",
+            "infoo",
+            "attrib=verbose",
+            "",
+            "info,debugg",
+            "a b",
+        ] {
+            let e = Settings::parse("", env(&[("ATTRIB_LOG_LEVEL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("invalid config: `log_level`")
+                    && e.contains("trace, debug, info, warn, error, off"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn redacted_hides_secrets_but_not_that_they_are_set() {
+        let s = Settings::parse(
+            "schema_registry_url = \"https://key:url-secret@sr.example:8081/x\"\n[kafka]\n\"sasl.username\" = \"me\"\n\"ssl.key.password\" = \"kp\"\n\"ssl.keystore.password\" = \"ksp\"\n\"sasl.oauthbearer.client.secret\" = \"cs\"\n\"ssl.key.pem\" = \"pem\"\n",
+            env(&[
+                ("ATTRIB_JOURNEYS_API_TOKEN", "tok"),
+                ("ATTRIB_KAFKA_SASL_PASSWORD", "sp"),
+                ("ATTRIB_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ]),
+        )
+        .unwrap();
+        let r = s.redacted();
+        assert_eq!(r.journeys_api.token.as_deref(), Some(REDACTED));
+        assert_eq!(
+            r.schema_registry_url.as_deref(),
+            Some("https://key:***@sr.example:8081/x")
+        );
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+        ] {
+            assert_eq!(r.kafka[key], REDACTED, "{key}");
+        }
+        assert_eq!(r.kafka["sasl.username"], "me");
+        assert_eq!(r.kafka["security.protocol"], "SASL_SSL");
+        // The secrets themselves are untouched.
+        assert_eq!(s.kafka["sasl.password"], "sp");
+        let s = Settings::parse(
+            "schema_registry_url = \"https://sr.example\"\nschema_registry_user = \"u\"\nschema_registry_password = \"p\"",
+            env(&[]),
+        )
+        .unwrap()
+        .redacted();
+        assert_eq!(
+            (
+                s.schema_registry_url.as_deref(),
+                s.schema_registry_user.as_deref(),
+                s.schema_registry_password.as_deref()
+            ),
+            (Some("https://sr.example"), Some("u"), Some(REDACTED))
+        );
+        assert_eq!(
+            redact_url_password("http://token@h/p?q=a@b"),
+            "http://***@h/p?q=a@b"
+        );
+        assert!(is_secret_kafka_option("sasl.oauthbearer.client.secret"));
+        assert!(is_secret_kafka_option("some.future.password"));
+        assert!(!is_secret_kafka_option("sasl.username"));
+        assert!(!is_secret_kafka_option("ssl.keystore.location"));
     }
 }
