@@ -365,6 +365,7 @@ fn sample_action() -> Action {
                 payout: d("1.833333"),
                 referral_type: ReferralType::Click,
                 click_id: Some("c-1".into()),
+                device_id: Some("d-0".into()),
                 promo_code: None,
                 referring_at: t("2026-11-01T10:00:00Z"),
                 shared_id: Some("spring-post".into()),
@@ -376,6 +377,7 @@ fn sample_action() -> Action {
                 payout: d("3.666667"),
                 referral_type: ReferralType::PromoCode,
                 click_id: None,
+                device_id: None,
                 promo_code: Some("save10".into()),
                 referring_at: t("2026-11-02T10:00:00.123Z"),
                 shared_id: None,
@@ -385,6 +387,7 @@ fn sample_action() -> Action {
         journey: JourneyView {
             touchpoints: vec![Touchpoint {
                 click_id: "c-1".into(),
+                device_id: Some("d-0".into()),
                 program_id: "p1".into(),
                 partner_id: "pa1".into(),
                 occurred_at: t("2026-11-01T10:00:00Z"),
@@ -985,6 +988,181 @@ fn golden_bytes_of_each_framing() {
 // ---------------------------------------------------------------------------------------------
 // Schema evolution
 // ---------------------------------------------------------------------------------------------
+
+/// The action schema before credits and touchpoints carried `device_id`.
+fn action_schema_v1() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/action.v1.avsc"))
+        .unwrap()
+}
+
+/// A schema with its decimals read as their underlying `bytes`, as a reader that ignores the
+/// logical type may (Avro specification, "Logical Types"). apache-avro's resolution refuses a
+/// `bytes` decimal shorter than its precision could need ("Precision 18 too small to hold
+/// decimal values with 4 bytes"), though the shortest two's complement is the encoding Java and
+/// attrib write; without the logical type the resolution is the same field by field.
+fn without_decimals(schema: &str) -> String {
+    fn walk(v: &mut Json) {
+        match v {
+            Json::Object(m) => {
+                if m.get("logicalType").and_then(Json::as_str) == Some("decimal") {
+                    for k in ["logicalType", "precision", "scale"] {
+                        m.remove(k);
+                    }
+                }
+                m.values_mut().for_each(walk);
+            }
+            Json::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v: Json = serde_json::from_str(schema).unwrap();
+    walk(&mut v);
+    v.to_string()
+}
+
+/// An Avro datum decoded with apache-avro's schema resolution (writer → reader), as JSON.
+fn resolve(writer: &str, reader: &str, body: &[u8]) -> Json {
+    let w = apache_avro::Schema::parse_str(&without_decimals(writer)).unwrap();
+    let r = apache_avro::Schema::parse_str(&without_decimals(reader)).unwrap();
+    let mut body = body;
+    let v = apache_avro::reader::datum::GenericDatumReader::builder(&w)
+        .reader_schema(&r)
+        .build()
+        .unwrap()
+        .read_value(&mut body)
+        .unwrap_or_else(|e| panic!("cannot resolve: {e}"));
+    assert!(body.is_empty(), "{} bytes left over", body.len());
+    avro_json(&v)
+}
+
+/// Enough of apache-avro's values as JSON for the action: decimals (bytes) as their unscaled
+/// integer, times as epoch milliseconds.
+fn avro_json(v: &apache_avro::types::Value) -> Json {
+    use apache_avro::types::Value as V;
+    match v {
+        V::Null => Json::Null,
+        V::Boolean(b) => json!(b),
+        V::Int(i) => json!(i),
+        V::Long(i) | V::TimestampMillis(i) => json!(i),
+        V::String(s) => json!(s),
+        V::Bytes(b) => {
+            let mut x: i128 = if b.first().is_some_and(|b| b & 0x80 != 0) {
+                -1
+            } else {
+                0
+            };
+            for byte in b {
+                x = (x << 8) | i128::from(*byte);
+            }
+            json!(x.to_string())
+        }
+        V::Union(_, v) => avro_json(v),
+        V::Array(a) => Json::Array(a.iter().map(avro_json).collect()),
+        V::Record(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), avro_json(v)))
+                .collect(),
+        ),
+        other => panic!("unexpected Avro value {other:?}"),
+    }
+}
+
+/// `device_id` on credits and touchpoints was added to `action.avsc` as an optional field with
+/// a default: a consumer still on the previous schema (`tests/data/action.v1.avsc`, the file
+/// before the change) reads attrib's new output, every field but the two new ones intact, and a
+/// consumer on the new schema reads output written with the previous one (the fields null).
+#[test]
+fn actions_with_device_ids_are_read_with_the_previous_action_schema() {
+    let old = action_schema_v1();
+    let new = own_schema("action").unwrap().text;
+    let fields = |schema: &Json, path: &[&str]| -> Vec<String> {
+        let mut r = schema.clone();
+        for p in path {
+            let f = r["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == *p)
+                .unwrap();
+            let t = &f["type"];
+            r = if t["type"] == "array" {
+                t["items"].clone()
+            } else {
+                t.clone()
+            };
+        }
+        r["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (old_json, new_json): (Json, Json) = (
+        serde_json::from_str(&old).unwrap(),
+        serde_json::from_str(new).unwrap(),
+    );
+    for path in [&["credits"][..], &["journey", "touchpoints"][..]] {
+        let (was, is) = (fields(&old_json, path), fields(&new_json, path));
+        assert!(!was.contains(&"device_id".to_string()), "{path:?}: {was:?}");
+        // The new field comes right after `click_id`, as in the JSON.
+        let at = is.iter().position(|f| f == "click_id").unwrap() + 1;
+        assert_eq!(is[at], "device_id", "{path:?}: {is:?}");
+        let mut without = is.clone();
+        without.remove(at);
+        assert_eq!(without, was, "{path:?}");
+    }
+    let a = sample_action();
+    let out = AvroOutput::new(None, "a", "i").unwrap();
+    let bytes = out.encode_action(&a).unwrap();
+    let body = &bytes[10..];
+
+    // Read with the new schema: the device ids are there.
+    let now = resolve(new, new, body);
+    assert_eq!(now["credits"][0]["device_id"], "d-0");
+    assert_eq!(now["credits"][1]["device_id"], Json::Null);
+    assert_eq!(now["journey"]["touchpoints"][0]["device_id"], "d-0");
+    assert_eq!(now["device_id"], "d-1");
+
+    // Read with the previous schema: the same record without the two new fields.
+    let then = resolve(new, &old, body);
+    let mut want = now.clone();
+    for c in want["credits"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("device_id").unwrap();
+    }
+    for t in want["journey"]["touchpoints"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("device_id").unwrap();
+    }
+    assert_eq!(then, want);
+    assert_eq!(then["credits"][0]["click_id"], "c-1");
+    assert_eq!(then["credits"][1]["promo_code"], "save10");
+    assert_eq!(then["journey"]["touchpoints"][0]["partner_id"], "pa1");
+    assert_eq!(then["locking_at"], json!(a.locking_at));
+
+    // The other way: output written with the previous schema, read with the new one.
+    let mut v1_json = serde_json::to_value(&a).unwrap();
+    for c in v1_json["credits"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("device_id");
+    }
+    for t in v1_json["journey"]["touchpoints"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("device_id");
+    }
+    let old_body = JsonEncoder::new(apache_avro::Schema::parse_str(&old).unwrap())
+        .to_vec(&v1_json)
+        .unwrap();
+    let read = resolve(&old, new, &old_body);
+    assert_eq!(read["credits"][0]["device_id"], Json::Null);
+    assert_eq!(read["credits"][1]["device_id"], Json::Null);
+    assert_eq!(read["journey"]["touchpoints"][0]["device_id"], Json::Null);
+    assert_eq!(read["credits"][0]["click_id"], "c-1");
+
+    // attrib's own reader of output (datum_to_json) gives the JSON attrib writes.
+    assert_eq!(
+        parse(&datum_to_json("action", body).unwrap()),
+        serde_json::to_value(&a).unwrap()
+    );
+}
 
 /// A click schema changed by `f`, as JSON text.
 fn click_schema_with(f: impl FnOnce(&mut Vec<Json>)) -> String {

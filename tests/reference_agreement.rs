@@ -57,8 +57,6 @@ fn replay_agrees_with_the_reference_implementation() {
         .unwrap();
         let out = Command::new("python3")
             .arg("tests/reference/compare.py")
-            // attrib does not write the `device_id` of credits and touchpoints yet (issue 15).
-            .arg("--ignore-device-ids")
             .arg(&want)
             .arg(&got)
             .output()

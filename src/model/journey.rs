@@ -1,5 +1,10 @@
 //! The state of one journey key: its clicks and its orders. Stored in RocksDB (bincode) and
 //! mirrored to the changelog; only the engine changes it.
+//!
+//! **Encoding.** A stored journey is a version header and the bincode of [`Journey`]
+//! ([`Journey::encode`]). Journeys written before the header existed (version 1: no
+//! `device_id` on stored clicks, credits and touchpoints) have no header and still decode, with
+//! those `device_id`s `None` ([`Journey::decode`]).
 
 use crate::model::output::{ReferralType, Touchpoint};
 use crate::model::records::{CustomerStatus, Id, Item};
@@ -11,6 +16,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredClick {
     pub click_id: Id,
+    /// The click's `device_id`, shown on the credits and touchpoints it gives.
+    pub device_id: Option<Id>,
     pub program_id: Id,
     pub partner_id: Id,
     pub occurred_at: Millis,
@@ -44,6 +51,7 @@ impl StoredClick {
     pub fn touchpoint(&self) -> Touchpoint {
         Touchpoint {
             click_id: self.click_id.to_string(),
+            device_id: self.device_id.as_ref().map(|d| d.to_string()),
             program_id: self.program_id.to_string(),
             partner_id: self.partner_id.to_string(),
             occurred_at: self.occurred_at,
@@ -61,6 +69,8 @@ pub struct StoredCredit {
     pub weight: Decimal,
     pub referral_type: ReferralType,
     pub click_id: Option<String>,
+    /// The standing click's `device_id`; `None` for a promo-code credit.
+    pub device_id: Option<String>,
     pub promo_code: Option<String>,
     pub referring_at: Millis,
     pub shared_id: Option<String>,
@@ -196,13 +206,199 @@ impl Journey {
         before - self.clicks.len()
     }
 
-    /// Encodes the journey for the store (bincode).
+    /// Encodes the journey for the store: [`HEADER`], then bincode.
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("journeys always serialize")
+        let size = bincode::serialized_size(self).expect("journeys always serialize") as usize;
+        let mut out = Vec::with_capacity(HEADER.len() + size);
+        out.extend_from_slice(&HEADER);
+        bincode::serialize_into(&mut out, self).expect("journeys always serialize");
+        out
     }
 
+    /// Decodes a stored journey of this version ([`HEADER`]) or of version 1 (no header).
     pub fn decode(bytes: &[u8]) -> Result<Journey, bincode::Error> {
-        bincode::deserialize(bytes)
+        match bytes.strip_prefix(&HEADER[..]) {
+            Some(rest) => bincode::deserialize(rest),
+            None => bincode::deserialize::<v1::Journey>(bytes).map(Journey::from),
+        }
+    }
+}
+
+/// The header of a stored journey: `u64::MAX − 2` (version 2), little-endian. A version 1
+/// journey starts with its number of clicks as a little-endian `u64`, which is never that large.
+pub const HEADER: [u8; 8] = (u64::MAX - 2).to_le_bytes();
+
+/// The stored journey of version 1, before clicks, credits and touchpoints kept the click's
+/// `device_id`: read only, to decode journeys stored by earlier versions (they decode with
+/// those `device_id`s `None`). The field order is the encoding: do not change it.
+mod v1 {
+    use super::{ExpiredClicks, Id, SubIds, inline_ids};
+    use crate::model::output::ReferralType;
+    use crate::model::records::{CustomerStatus, Item};
+    use crate::model::tables::Payout;
+    use crate::model::time::{self, Millis};
+    use rust_decimal::Decimal;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct StoredClick {
+        pub click_id: Id,
+        pub program_id: Id,
+        pub partner_id: Id,
+        pub occurred_at: Millis,
+        pub seq: u64,
+        pub shared_id: Option<Id>,
+        #[serde(with = "inline_ids")]
+        pub sub_ids: SubIds,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Touchpoint {
+        pub click_id: String,
+        pub program_id: String,
+        pub partner_id: String,
+        #[serde(with = "time::rfc3339")]
+        pub occurred_at: Millis,
+    }
+
+    #[derive(Deserialize)]
+    pub struct StoredCredit {
+        pub partner_id: String,
+        pub exact_weight: Decimal,
+        pub weight: Decimal,
+        pub referral_type: ReferralType,
+        pub click_id: Option<String>,
+        pub promo_code: Option<String>,
+        pub referring_at: Millis,
+        pub shared_id: Option<String>,
+        pub sub_ids: Vec<String>,
+        pub terms: Option<Payout>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct CreditedOrder {
+        pub customer_status: CustomerStatus,
+        pub currency: Option<String>,
+        pub click_id: Option<String>,
+        pub locking_at: Millis,
+        pub items: Vec<Item>,
+        pub itemless: bool,
+        pub order_discount: Decimal,
+        pub credits: Vec<StoredCredit>,
+        pub touchpoints: Vec<Touchpoint>,
+        pub touchpoints_total: u32,
+        pub amount: Decimal,
+        pub payout: Decimal,
+        pub reversed: bool,
+    }
+
+    #[derive(Deserialize)]
+    pub struct StoredOrder {
+        pub program_id: String,
+        pub event_type: String,
+        pub order_id: String,
+        pub occurred_at: Millis,
+        pub device_id: Option<String>,
+        pub customer_id: Option<String>,
+        pub promo_code: Option<String>,
+        pub test: bool,
+        pub expires_at: Millis,
+        pub credited: Option<Box<CreditedOrder>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Journey {
+        pub clicks: Vec<StoredClick>,
+        pub orders: Vec<StoredOrder>,
+        pub next_seq: u64,
+        pub expired: Vec<ExpiredClicks>,
+    }
+}
+
+impl From<v1::Journey> for Journey {
+    fn from(j: v1::Journey) -> Journey {
+        let clicks = j
+            .clicks
+            .into_iter()
+            .map(|c| StoredClick {
+                click_id: c.click_id,
+                device_id: None,
+                program_id: c.program_id,
+                partner_id: c.partner_id,
+                occurred_at: c.occurred_at,
+                seq: c.seq,
+                shared_id: c.shared_id,
+                sub_ids: c.sub_ids,
+            })
+            .collect();
+        let orders = j
+            .orders
+            .into_iter()
+            .map(|o| StoredOrder {
+                program_id: o.program_id,
+                event_type: o.event_type,
+                order_id: o.order_id,
+                occurred_at: o.occurred_at,
+                device_id: o.device_id,
+                customer_id: o.customer_id,
+                promo_code: o.promo_code,
+                test: o.test,
+                expires_at: o.expires_at,
+                credited: o.credited.map(|c| Box::new(CreditedOrder::from(*c))),
+            })
+            .collect();
+        Journey {
+            clicks,
+            orders,
+            next_seq: j.next_seq,
+            expired: j.expired,
+        }
+    }
+}
+
+impl From<v1::CreditedOrder> for CreditedOrder {
+    fn from(c: v1::CreditedOrder) -> CreditedOrder {
+        CreditedOrder {
+            customer_status: c.customer_status,
+            currency: c.currency,
+            click_id: c.click_id,
+            locking_at: c.locking_at,
+            items: c.items,
+            itemless: c.itemless,
+            order_discount: c.order_discount,
+            credits: c
+                .credits
+                .into_iter()
+                .map(|k| StoredCredit {
+                    partner_id: k.partner_id,
+                    exact_weight: k.exact_weight,
+                    weight: k.weight,
+                    referral_type: k.referral_type,
+                    click_id: k.click_id,
+                    device_id: None,
+                    promo_code: k.promo_code,
+                    referring_at: k.referring_at,
+                    shared_id: k.shared_id,
+                    sub_ids: k.sub_ids,
+                    terms: k.terms,
+                })
+                .collect(),
+            touchpoints: c
+                .touchpoints
+                .into_iter()
+                .map(|t| Touchpoint {
+                    click_id: t.click_id,
+                    device_id: None,
+                    program_id: t.program_id,
+                    partner_id: t.partner_id,
+                    occurred_at: t.occurred_at,
+                })
+                .collect(),
+            touchpoints_total: c.touchpoints_total,
+            amount: c.amount,
+            payout: c.payout,
+            reversed: c.reversed,
+        }
     }
 }
 
@@ -219,13 +415,25 @@ fn reserve_small<T>(v: &mut Vec<T>) {
 mod tests {
     use super::*;
 
-    /// Journeys stored before ids were compact (plain strings and vectors) still decode, and
-    /// encode to the same bytes.
+    /// Compact ids (and inline sub ids) encode as plain strings and vectors: journeys stored
+    /// before ids were compact still decode (version 1, without `device_id`), and a stored click
+    /// of this version encodes to the same bytes as its plain form.
     #[test]
     fn stored_clicks_keep_their_encoding() {
         #[derive(Serialize)]
+        struct PlainClickV1 {
+            click_id: String,
+            program_id: String,
+            partner_id: String,
+            occurred_at: Millis,
+            seq: u64,
+            shared_id: Option<String>,
+            sub_ids: Vec<String>,
+        }
+        #[derive(Serialize)]
         struct PlainClick {
             click_id: String,
+            device_id: Option<String>,
             program_id: String,
             partner_id: String,
             occurred_at: Millis,
@@ -235,7 +443,7 @@ mod tests {
         }
         let long = "a-sub-id-longer-than-twenty-four-bytes".to_string();
         for sub_ids in [vec![], vec!["s1".to_string()], vec!["s1".to_string(), long]] {
-            let plain = PlainClick {
+            let plain = PlainClickV1 {
                 click_id: "c-1".into(),
                 program_id: "shoes".into(),
                 partner_id: "a-partner-id-longer-than-twenty-four".into(),
@@ -245,10 +453,158 @@ mod tests {
                 sub_ids: sub_ids.clone(),
             };
             let bytes = bincode::serialize(&plain).unwrap();
-            let stored: StoredClick = bincode::deserialize(&bytes).unwrap();
+            let stored: v1::StoredClick = bincode::deserialize(&bytes).unwrap();
             assert_eq!(stored.sub_ids.len(), sub_ids.len());
             assert_eq!(stored.partner_id, plain.partner_id);
-            assert_eq!(bincode::serialize(&stored).unwrap(), bytes);
+
+            for device_id in [None, Some("d-1".to_string())] {
+                let plain = PlainClick {
+                    click_id: plain.click_id.clone(),
+                    device_id,
+                    program_id: plain.program_id.clone(),
+                    partner_id: plain.partner_id.clone(),
+                    occurred_at: plain.occurred_at,
+                    seq: plain.seq,
+                    shared_id: plain.shared_id.clone(),
+                    sub_ids: sub_ids.clone(),
+                };
+                let bytes = bincode::serialize(&plain).unwrap();
+                let stored: StoredClick = bincode::deserialize(&bytes).unwrap();
+                assert_eq!(stored.sub_ids.len(), sub_ids.len());
+                assert_eq!(stored.device_id.as_deref(), plain.device_id.as_deref());
+                assert_eq!(bincode::serialize(&stored).unwrap(), bytes);
+            }
         }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// `tests/data/journey.v1.hex` was written by the version before `device_id` was kept (two
+    /// clicks, c-1 on d-1 and c-2 on d-2; o-1 credited to both, o-2 to a promo code, o-3 not
+    /// credited; an expiry mark). It still decodes, with the clicks', credits' and touchpoints'
+    /// `device_id` `None`, and encodes again in this version's form.
+    #[test]
+    fn journeys_stored_by_version_1_still_decode() {
+        let bytes = unhex(include_str!("../../tests/data/journey.v1.hex"));
+        assert_ne!(bytes[..8], HEADER);
+        let j = Journey::decode(&bytes).unwrap();
+        let clicks: Vec<_> = j
+            .clicks
+            .iter()
+            .map(|c| {
+                (
+                    c.click_id.as_str(),
+                    c.partner_id.as_str(),
+                    c.device_id.clone(),
+                    c.seq,
+                    c.shared_id.as_deref(),
+                    c.sub_ids.to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            clicks,
+            [
+                (
+                    "c-1",
+                    "pa1",
+                    None,
+                    0,
+                    Some("post-1"),
+                    vec!["a".into(), "b".into()]
+                ),
+                ("c-2", "pa2", None, 1, None, vec![]),
+            ]
+        );
+        assert_eq!(j.next_seq, 2);
+        assert_eq!(j.expired.len(), 1);
+        assert_eq!(j.expired[0].program_id, "p0");
+        let orders: Vec<_> = j.orders.iter().map(|o| o.order_id.as_str()).collect();
+        assert_eq!(orders, ["o-1", "o-2", "o-3"]);
+        assert_eq!(j.orders[0].device_id.as_deref(), Some("d-1"));
+        assert_eq!(j.orders[0].customer_id.as_deref(), Some("cu-1"));
+        assert!(j.orders[2].credited.is_none());
+
+        let o1 = j.orders[0].credited.as_ref().unwrap();
+        let credits: Vec<_> = o1
+            .credits
+            .iter()
+            .map(|k| {
+                (
+                    k.partner_id.as_str(),
+                    k.click_id.as_deref(),
+                    k.device_id.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            credits,
+            [("pa1", Some("c-1"), None), ("pa2", Some("c-2"), None)]
+        );
+        assert_eq!(o1.credits[0].weight.to_string(), "0.500000");
+        assert_eq!(o1.credits[0].sub_ids, ["a", "b"]);
+        assert!(o1.credits.iter().all(|k| k.terms.is_some()));
+        assert_eq!(o1.touchpoints.len(), 2);
+        assert_eq!(o1.touchpoints_total, 2);
+        assert!(o1.touchpoints.iter().all(|t| t.device_id.is_none()));
+        assert_eq!(o1.touchpoints[1].click_id, "c-2");
+        assert_eq!(o1.payout.to_string(), "6.250000");
+        let o2 = j.orders[1].credited.as_ref().unwrap();
+        assert_eq!(o2.credits.len(), 1);
+        assert_eq!(o2.credits[0].referral_type, ReferralType::PromoCode);
+        assert_eq!(o2.credits[0].promo_code.as_deref(), Some("save10"));
+        assert_eq!(o2.credits[0].device_id, None);
+
+        let again = j.encode();
+        assert_eq!(again[..8], HEADER);
+        assert_eq!(Journey::decode(&again).unwrap(), j);
+    }
+
+    /// A journey of this version keeps the `device_id`s through encode and decode.
+    #[test]
+    fn device_ids_survive_encoding() {
+        let click = StoredClick {
+            click_id: "c-1".into(),
+            device_id: Some("d-1".into()),
+            program_id: "p1".into(),
+            partner_id: "pa1".into(),
+            occurred_at: 1_790_812_800_000,
+            seq: 0,
+            shared_id: None,
+            sub_ids: SubIds::new(),
+        };
+        let j = Journey {
+            clicks: vec![
+                click.clone(),
+                StoredClick {
+                    click_id: "c-2".into(),
+                    device_id: None,
+                    seq: 1,
+                    ..click.clone()
+                },
+            ],
+            orders: Vec::new(),
+            next_seq: 2,
+            expired: Vec::new(),
+        };
+        let back = Journey::decode(&j.encode()).unwrap();
+        assert_eq!(back, j);
+        assert_eq!(back.clicks[0].device_id.as_deref(), Some("d-1"));
+        assert_eq!(
+            back.clicks[0].touchpoint().device_id.as_deref(),
+            Some("d-1")
+        );
+        assert_eq!(back.clicks[1].touchpoint().device_id, None);
+        assert!(
+            Journey::decode(&Journey::default().encode())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

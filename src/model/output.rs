@@ -85,6 +85,8 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Touchpoint {
     pub click_id: String,
+    /// The click's `device_id` (docs/design.md §2, §6 "What the output shows").
+    pub device_id: Option<String>,
     pub program_id: String,
     pub partner_id: String,
     #[serde(with = "time::rfc3339")]
@@ -106,6 +108,8 @@ pub struct Credit {
     pub payout: Decimal,
     pub referral_type: ReferralType,
     pub click_id: Option<String>,
+    /// The `device_id` of the standing click; `None` when it had none and on promo-code credits.
+    pub device_id: Option<String>,
     pub promo_code: Option<String>,
     #[serde(with = "time::rfc3339")]
     pub referring_at: Millis,

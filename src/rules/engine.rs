@@ -100,6 +100,7 @@ fn add_click(j: &mut Journey, c: &Click, settings: &EngineSettings, fx: &mut Eff
         at,
         StoredClick {
             click_id: c.click_id.clone(),
+            device_id: c.device_id.clone(),
             program_id: c.program_id.clone(),
             partner_id: c.partner_id.clone(),
             occurred_at: c.occurred_at,
@@ -394,6 +395,9 @@ fn attribute(
             weight,
             referral_type: d.referral_type,
             click_id: d.click.map(|c| c.click_id.to_string()),
+            device_id: d
+                .click
+                .and_then(|c| c.device_id.as_ref().map(|s| s.to_string())),
             promo_code: d.promo_code.map(str::to_string),
             referring_at: d.click.map_or(t, |c| c.occurred_at),
             shared_id: d
@@ -521,6 +525,7 @@ fn emit(
                 payout,
                 referral_type: k.referral_type,
                 click_id: k.click_id.clone(),
+                device_id: k.device_id.clone(),
                 promo_code: k.promo_code.clone(),
                 referring_at: k.referring_at,
                 shared_id: k.shared_id.clone(),
