@@ -1523,6 +1523,15 @@ fn journeys_api_needs_the_bearer_token_and_is_404_when_disabled() {
         .map(|c| c["click_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, BTreeSet::from(["c-1", "c-2"]), "{body:#}");
+    // Each stored click shows the device it came from.
+    let devices: BTreeSet<&str> = body["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .flat_map(|p| p["journey"]["clicks"].as_array().into_iter().flatten())
+        .map(|c| c["device_id"].as_str().unwrap_or("(none)"))
+        .collect();
+    assert_eq!(devices, BTreeSet::from(["d-1"]), "{body:#}");
 
     // A key with no journey: 404 (with the token).
     let r = server.get("/journeys/no-such-device", &[("Authorization", &bearer)]);

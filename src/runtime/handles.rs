@@ -70,7 +70,7 @@ impl Handles {
 pub(super) fn journey_json(j: &Journey) -> serde_json::Value {
     serde_json::json!({
         "clicks": j.clicks.iter().map(|c| serde_json::json!({
-            "click_id": c.click_id, "program_id": c.program_id, "partner_id": c.partner_id,
+            "click_id": c.click_id, "device_id": c.device_id, "program_id": c.program_id, "partner_id": c.partner_id,
             "occurred_at": crate::model::time::format_rfc3339(c.occurred_at), "shared_id": c.shared_id, "sub_ids": c.sub_ids.as_slice(),
         })).collect::<Vec<_>>(),
         "orders": j.orders.iter().map(|o| serde_json::json!({
