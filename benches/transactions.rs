@@ -34,7 +34,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 type Prod = ThreadedProducer<DefaultProducerContext>;
@@ -89,21 +89,23 @@ fn fill(brokers: &str, topic: &str, partitions: i32, records: u64) {
     for i in 0..records {
         let key = i.to_string();
         let part = (i % partitions as u64) as i32;
-        let mut rec = BaseRecord::to(topic)
-            .key(&key)
-            .payload(&value)
-            .partition(part);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        }
+        send(
+            &p,
+            BaseRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(value.as_slice())
+                .partition(part),
+        );
     }
     p.flush(TIMEOUT).unwrap();
+}
+
+/// Produces one record, waiting while the producer's queue is full.
+fn send(p: &Prod, mut rec: BaseRecord<'_, [u8], [u8]>) {
+    while let Err((_, r)) = p.send(rec) {
+        rec = r;
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn producer(brokers: &str, id: &str, timeout_ms: u64) -> Prod {
@@ -211,7 +213,8 @@ fn run(brokers: &str, pattern: Pattern, partitions: i32, records: u64) -> Figure
         Pattern::PerTask => &producers[&p],
         Pattern::PerInstance => &producers[&-1],
     };
-    let mut open: BTreeMap<i32, bool> = BTreeMap::new();
+    // Producers (by partition, or -1 for the instance's) with a transaction open.
+    let mut open: BTreeSet<i32> = BTreeSet::new();
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     let mut polled: Vec<Instant> = Vec::new();
     let (mut waits, mut commits) = (Vec::new(), Vec::new());
@@ -229,9 +232,8 @@ fn run(brokers: &str, pattern: Pattern, partitions: i32, records: u64) -> Figure
             } else {
                 -1
             };
-            if !open.get(&key).copied().unwrap_or(false) {
+            if open.insert(key) {
                 pr.begin_transaction().unwrap();
-                open.insert(key, true);
             }
             let mut rec = BaseRecord::to(&output)
                 .partition(part)
@@ -239,15 +241,7 @@ fn run(brokers: &str, pattern: Pattern, partitions: i32, records: u64) -> Figure
             if let Some(k) = m.key() {
                 rec = rec.key(k);
             }
-            loop {
-                match pr.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        rec = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
+            send(pr, rec);
             next.insert(part, m.offset() + 1);
             polled.push(Instant::now());
         }
@@ -269,7 +263,7 @@ fn run(brokers: &str, pattern: Pattern, partitions: i32, records: u64) -> Figure
         };
         match pattern {
             Pattern::PerTask => std::thread::scope(|s| {
-                for (&p, _) in open.iter().filter(|(_, o)| **o) {
+                for &p in &open {
                     let tpl = offsets(&mut next.iter().filter(|(q, _)| **q == p));
                     let (pr, gm) = (&producers[&p], &gm);
                     s.spawn(move || commit_one(pr, &tpl, gm));
@@ -304,15 +298,10 @@ fn fencing_per_task(brokers: &str) -> String {
     let out = format!("{id}-fence");
     create_topics(brokers, &[&out], 1);
     let old = producer(brokers, &format!("{id}-t_0"), 60_000);
-    old.begin_transaction().unwrap();
-    old.send(BaseRecord::<str, str>::to(&out).partition(0).payload("old"))
-        .unwrap();
-    old.flush(TIMEOUT).unwrap();
+    write_in_transaction(&old, &out, "old");
     let t0 = Instant::now();
     let new = producer(brokers, &format!("{id}-t_0"), 60_000);
-    new.begin_transaction().unwrap();
-    new.send(BaseRecord::<str, str>::to(&out).partition(0).payload("new"))
-        .unwrap();
+    write_in_transaction(&new, &out, "new");
     new.commit_transaction(TIMEOUT).unwrap();
     let visible = wait_visible(brokers, &out, "new");
     let old_commit = old.commit_transaction(TIMEOUT);
@@ -333,27 +322,30 @@ fn fencing_per_instance(brokers: &str, timeout_ms: u64) -> String {
     let out = format!("{id}-fence");
     create_topics(brokers, &[&out], 1);
     let dead = producer(brokers, &format!("{id}-i-dead"), timeout_ms);
-    dead.begin_transaction().unwrap();
-    dead.send(
-        BaseRecord::<str, str>::to(&out)
-            .partition(0)
-            .payload("dead"),
-    )
-    .unwrap();
-    dead.flush(TIMEOUT).unwrap();
+    write_in_transaction(&dead, &out, "dead");
     // The instance dies without aborting: its producer is never used again.
     std::mem::forget(dead);
     let t0 = Instant::now();
     let new = producer(brokers, &format!("{id}-i-new"), timeout_ms);
-    new.begin_transaction().unwrap();
-    new.send(BaseRecord::<str, str>::to(&out).partition(0).payload("new"))
-        .unwrap();
+    write_in_transaction(&new, &out, "new");
     new.commit_transaction(TIMEOUT).unwrap();
     let visible = wait_visible(brokers, &out, "new");
     format!(
         "per instance: the new owner's output readable after {:.0} ms (transaction.timeout.ms {timeout_ms}: the dead instance's open transaction holds the last stable offset until the broker aborts it)",
         (visible - t0).as_secs_f64() * 1000.0
     )
+}
+
+/// Begins a transaction and writes `payload` to partition 0 of `topic`, acknowledged.
+fn write_in_transaction(p: &Prod, topic: &str, payload: &str) {
+    p.begin_transaction().unwrap();
+    send(
+        p,
+        BaseRecord::to(topic)
+            .partition(0)
+            .payload(payload.as_bytes()),
+    );
+    p.flush(TIMEOUT).unwrap();
 }
 
 fn wait_visible(brokers: &str, topic: &str, payload: &str) -> Instant {

@@ -2,6 +2,7 @@
 
 use super::{clients::*, emit::*, task::*, worker::*};
 use crate::model::records::InputTopic;
+use crate::ops::metrics::Metrics;
 use crate::state::changelog::Marker;
 use crate::state::store::StateWrite;
 use anyhow::{Context, Result, anyhow, bail};
@@ -185,12 +186,7 @@ impl Worker {
                     // while a call of its is running); the restart's new producer with the
                     // task's transactional id fences it and aborts its transaction.
                     m.transactions.with_label_values(&["abort"]).inc();
-                    m.stuck_commits.inc();
-                    error!(
-                        partition = job.partition,
-                        "a transaction commit did not return within {COMMIT_DEADLINE:?}; \
-                         abandoning the task's producer and restarting from the committed state"
-                    );
+                    report_stuck(&m, job.partition);
                     task.deferred.clear();
                     task.deferred_begin = false;
                     first_error.get_or_insert(anyhow!(
@@ -287,11 +283,7 @@ impl Worker {
         if let Some(f) = self.in_flight.take() {
             for job in f.jobs {
                 if let Joined::Stuck = join_by(job.handle, f.started + COMMIT_DEADLINE) {
-                    self.handles.metrics.stuck_commits.inc();
-                    error!(
-                        partition = job.partition,
-                        "a transaction commit did not return within {COMMIT_DEADLINE:?}; abandoning the task's producer"
-                    );
+                    report_stuck(&self.handles.metrics, job.partition);
                     // Its transaction is aborted by the next owner's initialisation.
                     if let Some(task) = self.tasks.get_mut(&job.partition) {
                         task.txn_open = false;
@@ -323,4 +315,15 @@ impl Worker {
         self.abort_open();
         bail!("consumer-group assignment lost; restarting from committed state")
     }
+}
+
+/// A background commit that did not end by [`COMMIT_DEADLINE`]: its producer is abandoned to
+/// the stuck thread, and the pipeline restarts from the committed state.
+fn report_stuck(m: &Metrics, partition: i32) {
+    m.stuck_commits.inc();
+    error!(
+        partition,
+        "a transaction commit did not return within {COMMIT_DEADLINE:?}; \
+         abandoning the task's producer and restarting from the committed state"
+    );
 }

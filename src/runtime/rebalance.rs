@@ -66,16 +66,18 @@ impl Worker {
             HashMap::new()
         };
         let mut restore = Vec::new();
+        let mut log_ends = HashMap::new();
         for p in partitions {
             let (_, hi) = reader.fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?;
             if self.trusted_at.get(p) != Some(&hi) {
                 restore.push(*p);
+                log_ends.insert(*p, hi);
             }
         }
         if !restore.is_empty() {
             let started = Instant::now();
             info!(partitions = ?restore, "restoring state from {}", self.changelog);
-            let records = self.restore(&reader, &restore, &committed)?;
+            let records = self.restore(&reader, &restore, &committed, &log_ends)?;
             let m = &self.handles.metrics;
             m.restore_seconds.set(started.elapsed().as_secs_f64());
             info!(

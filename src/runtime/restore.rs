@@ -4,7 +4,7 @@ use super::{clients::*, reader::*, rebalance::*, worker::*};
 use crate::state::changelog::RestoreSink;
 use crate::state::store::{JourneyStore, PartitionMeta, StateWrite};
 use anyhow::Result;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use std::collections::HashMap;
 use tracing::warn;
@@ -27,12 +27,14 @@ impl RestoreSink for Sink<'_> {
 
 impl Worker {
     /// Rebuilds the local state of `partitions` from the changelog, keeping only committed
-    /// segments (see [`crate::state::changelog`]); returns the records read.
+    /// segments (see [`crate::state::changelog`]); returns the records read. `log_ends` are
+    /// the changelog partitions' ends as the caller saw them, for the progress metrics.
     pub(super) fn restore(
         &mut self,
         reader: &BaseConsumer<LogContext>,
         partitions: &[i32],
         committed: &HashMap<i32, Committed>,
+        log_ends: &HashMap<i32, i64>,
     ) -> Result<u64> {
         let mut records = 0u64;
         for p in partitions {
@@ -53,18 +55,15 @@ impl Worker {
             .filter_map(|(p, c)| Some((*p, c.changelog_end?)))
             .collect();
         // Progress while it runs: records read (per 1,024) and records left per partition,
-        // up to the committed end or, when unknown, the log end seen now.
+        // up to the committed end or, when unknown, the log end.
         let metrics = self.handles.metrics.clone();
         let mut targets = HashMap::new();
         for p in partitions {
-            let end = match ends.get(p) {
-                Some(e) => *e,
-                None => {
-                    reader
-                        .fetch_watermarks(&self.changelog, *p, KAFKA_TIMEOUT)?
-                        .1
-                }
-            };
+            let end = ends
+                .get(p)
+                .or_else(|| log_ends.get(p))
+                .copied()
+                .unwrap_or(0);
             targets.insert(*p, end);
             metrics
                 .restore_remaining
