@@ -44,6 +44,11 @@ enum Command {
         /// Output file (default: stdout).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// TOML settings file, as for `run`: replay honours the settings that change output
+        /// (`identity.stitching`, `limits`, `retention_margin_days`); ATTRIB_* variables
+        /// override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write the demo's synthetic workload as `replay` lines (for trying replay and for benchmarks).
     Generate {
@@ -95,7 +100,13 @@ fn main() -> Result<()> {
             )?;
             attrib::tools::demo::run(keep_running, clicks)
         }
-        Command::Replay { input, output } => {
+        Command::Replay {
+            input,
+            output,
+            config,
+        } => {
+            let settings = Settings::load(config.as_deref())?;
+            let options = attrib::tools::replay::ReplayOptions::from_settings(&settings);
             let reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
                 Box::new(std::io::BufReader::new(std::io::stdin()))
             } else {
@@ -110,7 +121,7 @@ fn main() -> Result<()> {
                 ),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let (s, state) = attrib::tools::replay::replay_keeping_state(reader, writer)?;
+            let (s, state) = attrib::tools::replay::replay_keeping_state(reader, writer, &options)?;
             // The process exits next: dropping the journeys one by one would only slow it.
             std::mem::forget(state);
             eprintln!(

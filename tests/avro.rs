@@ -2470,6 +2470,15 @@ fn valid_record(topic: InputTopic, i: usize, base: i64) -> (String, String) {
             };
             (key, v)
         }
+        InputTopic::Identities => (
+            format!("d-{}", i / 4 % 125),
+            format!(
+                r#"{{"type":"identify","device_id":"d-{}","customer_id":"cu-{}","occurred_at":"{}"}}"#,
+                i / 4 % 125,
+                i % 40,
+                t(i as i64)
+            ),
+        ),
         InputTopic::PromoCodes => (
             format!("p1/CODE{}", i % 7),
             format!(
@@ -2511,6 +2520,7 @@ fn stem_of(topic: InputTopic, json: &str) -> &'static str {
         (_, "modification") => "modification",
         (_, "reversal") => "reversal",
         (_, "promo_code") => "promo_code",
+        (_, "identify") => "identify",
         (_, "program") => "program",
         (_, "contract") => "contract",
         (_, "cross_program") => "cross_program",
@@ -2580,6 +2590,7 @@ fn flood_of_bad_records_through_the_processor() {
                 let belongs = match topic {
                     InputTopic::Clicks => ["click"].as_slice(),
                     InputTopic::Conversions => &["conversion", "modification", "reversal"],
+                    InputTopic::Identities => &["identify"],
                     InputTopic::PromoCodes => &["promo_code"],
                     InputTopic::Config => &["program", "contract", "cross_program"],
                 };
@@ -2762,4 +2773,51 @@ fn flood_of_bad_lines_through_replay() {
         "replay flood: {} lines, {} in the DLQ, {} actions, {} invalid actions",
         s.lines, s.dlq, s.actions, s.invalid_actions
     );
+}
+
+/// Identify records (docs/design.md §6) in Avro: `schemas/identify.avsc`, single-object
+/// encoded, link a device with stitching on; a record of another schema on the identities
+/// topic goes to the DLQ; with stitching off the topic is not read at all.
+#[test]
+fn identify_records_in_avro_link_devices() {
+    let base = parse_rfc3339("2026-11-01T00:00:00Z").unwrap();
+    let (key, json) = valid_record(InputTopic::Identities, 8, base);
+    let bytes = single_object("identify", &json);
+    for stitching in [true, false] {
+        let mut p = processor()
+            .with_avro(Arc::new(input()))
+            .with_stitching(stitching);
+        let mut out = Vec::new();
+        p.process(
+            &rec(
+                InputTopic::Identities,
+                Some(key.as_bytes()),
+                Some(&bytes),
+                0,
+            ),
+            base,
+            &mut out,
+        )
+        .unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(
+            p.stats.stitching.links_created,
+            u64::from(stitching),
+            "stitching {stitching}"
+        );
+        let (_, click) = valid_record(InputTopic::Clicks, 8, base);
+        let wrong = single_object("click", &click);
+        p.process(
+            &rec(
+                InputTopic::Identities,
+                Some(key.as_bytes()),
+                Some(&wrong),
+                1,
+            ),
+            base,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.len(), usize::from(stitching), "{out:?}");
+    }
 }

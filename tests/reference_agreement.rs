@@ -1,7 +1,10 @@
-//! `replay` against an independent implementation of docs/design.md §3 (`tests/reference/attrib_ref.py`,
-//! written from the design alone) on generated streams of 100,000 records covering every rule.
-//! Set `ATTRIB_AGREEMENT_SEEDS=1,2,3` to try more seeds (`scripts/test --long` does).
+//! `replay` against an independent implementation of docs/design.md (`tests/reference/attrib_ref.py`,
+//! written from the design alone) on generated streams covering every rule: a 100,000-record
+//! stream of §3, and a cross-device stream of §6 replayed with identity stitching on and off.
+//! Each run takes a new seed (printed); set `ATTRIB_AGREEMENT_SEEDS=1,2,3` to choose them
+//! (`scripts/test --long` tries more).
 
+use std::path::Path;
 use std::process::Command;
 
 fn run(cmd: &mut Command) -> Vec<u8> {
@@ -15,9 +18,8 @@ fn run(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-#[test]
-fn replay_agrees_with_the_reference_implementation() {
-    let seeds: Vec<u64> = match std::env::var("ATTRIB_AGREEMENT_SEEDS") {
+fn seeds() -> Vec<u64> {
+    match std::env::var("ATTRIB_AGREEMENT_SEEDS") {
         Ok(s) => s.split(',').map(|x| x.trim().parse().unwrap()).collect(),
         Err(_) => {
             // A new seed each run (printed), so that every CI run sees a stream nobody has seen.
@@ -27,47 +29,80 @@ fn replay_agrees_with_the_reference_implementation() {
                 .as_secs();
             vec![n % 100_000]
         }
+    }
+}
+
+/// Generates a stream, runs both implementations on it and compares their outputs.
+/// `stitching`: None for the §3 stream; Some(on) for the cross-device stream, replayed with
+/// stitching on or off (the setting given to `replay` through the environment, to the
+/// reference through its flag).
+fn agree(dir: &Path, seed: u64, records: usize, stitching: Option<bool>) {
+    let tag = format!("{seed}-{stitching:?}");
+    eprintln!("agreement seed {seed}, stitching {stitching:?}");
+    let stream = dir.join(format!("s{tag}.jsonl"));
+    let mut generate = Command::new("python3");
+    generate.args([
+        "tests/reference/gen_stream.py",
+        &seed.to_string(),
+        &records.to_string(),
+    ]);
+    if stitching.is_some() {
+        generate.arg("--stitching");
+    }
+    let text = run(&mut generate);
+    // About `records` lines (the cross-device generator stops near the count).
+    assert!(text.iter().filter(|b| **b == b'\n').count() >= records * 9 / 10);
+    std::fs::write(&stream, text).unwrap();
+    let want = dir.join(format!("want{tag}.jsonl"));
+    let got = dir.join(format!("got{tag}.jsonl"));
+    let mut reference = Command::new("python3");
+    reference.arg("tests/reference/attrib_ref.py");
+    if stitching == Some(true) {
+        reference.arg("--stitching");
+    }
+    std::fs::write(&want, run(reference.arg(&stream))).unwrap();
+    let on = if stitching == Some(true) {
+        "true"
+    } else {
+        "false"
     };
+    std::fs::write(
+        &got,
+        run(Command::new(env!("CARGO_BIN_EXE_attrib"))
+            .env("ATTRIB_IDENTITY_STITCHING", on)
+            .arg("replay")
+            .arg(&stream)),
+    )
+    .unwrap();
+    let out = Command::new("python3")
+        .arg("tests/reference/compare.py")
+        .arg(&want)
+        .arg(&got)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "seed {seed}, stitching {stitching:?}: replay differs from the reference:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .take(6000)
+            .collect::<String>()
+    );
+}
+
+#[test]
+fn replay_agrees_with_the_reference_implementation() {
     let dir = tempfile::tempdir().unwrap();
-    for seed in seeds {
-        eprintln!("agreement seed {seed}");
-        let stream = dir.path().join(format!("s{seed}.jsonl"));
-        let text = run(Command::new("python3").args([
-            "tests/reference/gen_stream.py",
-            &seed.to_string(),
-            "100000",
-        ]));
-        assert!(text.iter().filter(|b| **b == b'\n').count() >= 100_000);
-        std::fs::write(&stream, text).unwrap();
-        let want = dir.path().join("want.jsonl");
-        let got = dir.path().join("got.jsonl");
-        std::fs::write(
-            &want,
-            run(Command::new("python3")
-                .arg("tests/reference/attrib_ref.py")
-                .arg(&stream)),
-        )
-        .unwrap();
-        std::fs::write(
-            &got,
-            run(Command::new(env!("CARGO_BIN_EXE_attrib"))
-                .arg("replay")
-                .arg(&stream)),
-        )
-        .unwrap();
-        let out = Command::new("python3")
-            .arg("tests/reference/compare.py")
-            .arg(&want)
-            .arg(&got)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "seed {seed}: replay differs from the reference:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-                .chars()
-                .take(6000)
-                .collect::<String>()
-        );
+    for seed in seeds() {
+        agree(dir.path(), seed, 100_000, None);
+    }
+}
+
+#[test]
+fn replay_agrees_with_the_reference_on_cross_device_streams_stitching_on_and_off() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in seeds() {
+        agree(dir.path(), seed, 50_000, Some(true));
+        agree(dir.path(), seed, 50_000, Some(false));
     }
 }

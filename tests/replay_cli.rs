@@ -71,3 +71,58 @@ fn replay_writes_to_a_file_and_reads_stdin() {
         std::fs::read_to_string("tests/data/small.expected.jsonl").unwrap()
     );
 }
+
+/// Every worked example of docs/attribution.md (`docs/examples/`, with its settings file where
+/// it has one) replays to the output kept in `docs/examples/expected/`, so the page stays true.
+#[test]
+fn the_documented_examples_give_their_documented_outputs() {
+    let out = Command::new("sh")
+        .arg("docs/examples/run.sh")
+        .arg("--check")
+        .env("ATTRIB", env!("CARGO_BIN_EXE_attrib"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let examples = std::fs::read_dir("docs/examples")
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("jsonl".as_ref()))
+        .count();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        examples,
+        "{text}"
+    );
+}
+
+/// `replay --config FILE` honours `identity.stitching`, and the environment overrides the file.
+#[test]
+fn replay_takes_stitching_from_its_settings_file_and_the_environment() {
+    let run = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_attrib"))
+            .args(["replay", "docs/examples/cross-device.jsonl", "--config"])
+            .arg("docs/examples/cross-device.toml")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let on = run(&[]);
+    let first = on.lines().next().unwrap();
+    assert!(
+        first.contains(r#""click_id":"c-1","device_id":"laptop-1""#),
+        "{first}"
+    );
+    let off = run(&[("ATTRIB_IDENTITY_STITCHING", "false")]);
+    let first = off.lines().next().unwrap();
+    assert!(first.contains("no_valid_referrer"), "{first}");
+}

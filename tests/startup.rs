@@ -236,11 +236,21 @@ fn misspelt_variable_stops_run_and_check_config_naming_it() {
             && err.contains("did you mean `ATTRIB_COMMIT_INTERVAL_MS`?"),
         "{err}"
     );
-    // Stitching is planned (docs/design.md §6), not read: asking for it is refused.
-    let (code, _, err) = check_config(&[("ATTRIB_IDENTITY_STITCHING", "true")], None);
+    // Stitching is a setting (`check-config` shows it); `run` refuses it until it has the
+    // two-stage topology, rather than run without it.
+    let (code, out, err) = check_config(&[("ATTRIB_IDENTITY_STITCHING", "true")], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("[identity]\nstitching = true"), "{out}");
+    let (code, err) = run_attrib(
+        &[
+            ("ATTRIB_HTTP_ADDR", free_addr()),
+            ("ATTRIB_IDENTITY_STITCHING", "true".into()),
+        ],
+        Duration::from_secs(20),
+    );
     assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
     assert!(
-        err.contains("ATTRIB_IDENTITY_STITCHING") && err.contains("not available"),
+        err.contains("identity.stitching") && err.contains("attrib replay"),
         "{err}"
     );
 }

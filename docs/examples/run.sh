@@ -16,8 +16,13 @@ bin=${ATTRIB:-$(command -v attrib || echo "${CARGO_TARGET_DIR:-$here/../../targe
 mode=print
 case "${1:-}" in --check) mode=check; shift ;; --update) mode=update; shift ;; esac
 if [ $# -eq 0 ]; then set -- $(cd "$here" && ls *.jsonl | sed 's/\.jsonl$//'); fi
+# An example with a settings file beside it (NAME.toml, e.g. identity stitching on) is replayed
+# with `--config NAME.toml`.
 replay() {
-  "$bin" replay "$here/$1.jsonl" 2>/dev/null | sed 's/"processed_at":"[^"]*"/"processed_at":"…"/'
+  set -- "$1" "$here/$1.jsonl"
+  if [ -f "$here/$1.toml" ]; then set -- "$@" --config "$here/$1.toml"; fi
+  shift
+  "$bin" replay "$@" 2>/dev/null | sed 's/"processed_at":"[^"]*"/"processed_at":"…"/'
 }
 failed=0
 for name in "$@"; do

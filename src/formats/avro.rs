@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// attrib's schemas, embedded: (file stem in `schemas/`, text).
-pub const SCHEMA_FILES: [(&str, &str); 10] = [
+pub const SCHEMA_FILES: [(&str, &str); 11] = [
     ("click", include_str!("../../schemas/click.avsc")),
     ("promo_code", include_str!("../../schemas/promo_code.avsc")),
     ("conversion", include_str!("../../schemas/conversion.avsc")),
@@ -57,6 +57,7 @@ pub const SCHEMA_FILES: [(&str, &str); 10] = [
         include_str!("../../schemas/modification.avsc"),
     ),
     ("reversal", include_str!("../../schemas/reversal.avsc")),
+    ("identify", include_str!("../../schemas/identify.avsc")),
     ("program", include_str!("../../schemas/program.avsc")),
     ("contract", include_str!("../../schemas/contract.avsc")),
     (
@@ -139,16 +140,19 @@ fn topic_stems(topic: InputTopic) -> &'static [&'static str] {
     match topic {
         InputTopic::Clicks => &["click"],
         InputTopic::Conversions => &["conversion", "modification", "reversal"],
+        InputTopic::Identities => &["identify"],
         InputTopic::PromoCodes => &["promo_code"],
         InputTopic::Config => &["program", "contract", "cross_program"],
     }
 }
 
-const TOPICS: [InputTopic; 4] = [
+/// The input topics, in the order of [`topic_index`].
+const TOPICS: [InputTopic; 5] = [
     InputTopic::Clicks,
     InputTopic::Conversions,
     InputTopic::PromoCodes,
     InputTopic::Config,
+    InputTopic::Identities,
 ];
 
 fn topic_index(t: InputTopic) -> usize {
@@ -157,6 +161,7 @@ fn topic_index(t: InputTopic) -> usize {
         InputTopic::Conversions => 1,
         InputTopic::PromoCodes => 2,
         InputTopic::Config => 3,
+        InputTopic::Identities => 4,
     }
 }
 
@@ -897,7 +902,7 @@ fn compile_top(w: &Schema, wn: &Names, topic: InputTopic, depth: usize) -> Resul
 }
 
 /// Plans of one writer schema, per input topic.
-type Plans = [Result<Arc<Plan>, String>; 4];
+type Plans = [Result<Arc<Plan>, String>; 5];
 
 fn plans_for(schema: &Schema) -> Plans {
     let names = names_of(schema);

@@ -1,5 +1,6 @@
 //! Plain data, no IO: times, money, checked input records, tables, journeys, outputs.
 
+pub mod identity;
 pub mod journey;
 pub mod money;
 pub mod output;

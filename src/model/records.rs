@@ -16,11 +16,13 @@ use std::collections::HashSet;
 /// Serializes as a plain string (the same bincode and JSON as `String`).
 pub type Id = compact_str::CompactString;
 
-/// The four input topics.
+/// The input topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InputTopic {
     Clicks,
     Conversions,
+    /// Device → customer links (docs/design.md §6); read only with identity stitching on.
+    Identities,
     PromoCodes,
     Config,
 }
@@ -31,6 +33,7 @@ impl InputTopic {
         match self {
             InputTopic::Clicks => "clicks",
             InputTopic::Conversions => "conversions",
+            InputTopic::Identities => "identities",
             InputTopic::PromoCodes => "promo_codes",
             InputTopic::Config => "config",
         }
@@ -40,6 +43,7 @@ impl InputTopic {
         Some(match s {
             "clicks" => InputTopic::Clicks,
             "conversions" => InputTopic::Conversions,
+            "identities" => InputTopic::Identities,
             "promo_codes" => InputTopic::PromoCodes,
             "config" => InputTopic::Config,
             _ => return None,
@@ -223,6 +227,14 @@ pub struct Reversal {
     pub occurred_at: Millis,
 }
 
+/// An identify record (docs/design.md §6): the device belongs to the customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identify {
+    pub device_id: Id,
+    pub customer_id: Id,
+    pub occurred_at: Millis,
+}
+
 /// A journey event: what arrives on the partitioned topics.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -230,6 +242,8 @@ pub enum Event {
     Conversion(Conversion),
     Modification(Modification),
     Reversal(Reversal),
+    /// Links a device to a customer; changes no journey by itself.
+    Identify(Identify),
 }
 
 impl Event {
@@ -239,17 +253,35 @@ impl Event {
             Event::Conversion(c) => c.occurred_at,
             Event::Modification(m) => m.occurred_at,
             Event::Reversal(r) => r.occurred_at,
+            Event::Identify(i) => i.occurred_at,
+        }
+    }
+
+    /// The record's `device_id` and `customer_id`.
+    pub fn ids(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Event::Click(c) => (c.device_id.as_deref(), c.customer_id.as_deref()),
+            Event::Conversion(c) => (c.device_id.as_deref(), c.customer_id.as_deref()),
+            Event::Modification(m) => (m.device_id.as_deref(), m.customer_id.as_deref()),
+            Event::Reversal(r) => (r.device_id.as_deref(), r.customer_id.as_deref()),
+            Event::Identify(i) => (Some(&i.device_id), Some(&i.customer_id)),
+        }
+    }
+
+    /// The record's name in messages: `click`, `conversion`, `modification`, …
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Click(_) => "click",
+            Event::Conversion(_) => "conversion",
+            Event::Modification(_) => "modification",
+            Event::Reversal(_) => "reversal",
+            Event::Identify(_) => "identify",
         }
     }
 
     /// The journey key derived from the payload, for records sent with a null key.
     pub fn derived_key(&self) -> Option<&str> {
-        let (device, customer) = match self {
-            Event::Click(c) => (c.device_id.as_deref(), c.customer_id.as_deref()),
-            Event::Conversion(c) => (c.device_id.as_deref(), c.customer_id.as_deref()),
-            Event::Modification(m) => (m.device_id.as_deref(), m.customer_id.as_deref()),
-            Event::Reversal(r) => (r.device_id.as_deref(), r.customer_id.as_deref()),
-        };
+        let (device, customer) = self.ids();
         device.or(customer)
     }
 }
@@ -309,6 +341,16 @@ struct RawClick<'a> {
     source: Option<ClickSource>,
     #[serde(borrow)]
     landing_url: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawIdentify<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Text<'a>>,
+    device_id: Option<Id>,
+    customer_id: Option<Id>,
+    #[serde(default, with = "time::rfc3339::option")]
+    occurred_at: Option<Millis>,
 }
 
 #[derive(Deserialize)]
@@ -558,6 +600,23 @@ fn validate_click(r: RawClick, limits: &Limits) -> Result<Click, Invalid> {
         check_len(w, "landing_url", u.as_ref(), limits.max_url_len)?;
     }
     Ok(click)
+}
+
+/// Decodes and validates a record of the identities topic (docs/design.md §6).
+pub fn decode_identify(bytes: &[u8], limits: &Limits) -> Result<Identify, Invalid> {
+    let r: RawIdentify = parse_json("identify", bytes)?;
+    check_type(
+        "identify",
+        r.kind.as_ref().map(AsRef::as_ref),
+        &["identify"],
+        "identities",
+    )?;
+    let w = "identify";
+    Ok(Identify {
+        device_id: required_id(w, "device_id", r.device_id, limits)?,
+        customer_id: required_id(w, "customer_id", r.customer_id, limits)?,
+        occurred_at: required(w, "occurred_at", r.occurred_at)?,
+    })
 }
 
 /// Decodes and validates a record of the conversions topic (conversion, modification, reversal).

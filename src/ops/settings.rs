@@ -60,6 +60,8 @@ pub struct OutputFormats {
 pub struct Topics {
     pub clicks: String,
     pub conversions: String,
+    /// Identify records (device → customer), read with `identity.stitching` on.
+    pub identities: String,
     pub promo_codes: String,
     pub config: String,
     pub actions: String,
@@ -67,11 +69,26 @@ pub struct Topics {
     pub dlq: String,
 }
 
+impl Topics {
+    /// The name of an input topic.
+    pub fn input(&self, t: crate::model::records::InputTopic) -> &str {
+        use crate::model::records::InputTopic::*;
+        match t {
+            Clicks => &self.clicks,
+            Conversions => &self.conversions,
+            Identities => &self.identities,
+            PromoCodes => &self.promo_codes,
+            Config => &self.config,
+        }
+    }
+}
+
 impl Default for Topics {
     fn default() -> Self {
         Topics {
             clicks: "attrib.clicks".into(),
             conversions: "attrib.conversions".into(),
+            identities: "attrib.identities".into(),
             promo_codes: "attrib.promo-codes".into(),
             config: "attrib.config".into(),
             actions: "attrib.actions".into(),
@@ -79,6 +96,16 @@ impl Default for Topics {
             dlq: "attrib.dlq".into(),
         }
     }
+}
+
+/// Cross-device identity (`[identity]`, docs/design.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// Stitch devices to customers: a conversion sees the clicks of every device linked to
+    /// its customer (links come from identify records and from records that carry both a
+    /// `device_id` and a `customer_id`). Off by default.
+    pub stitching: bool,
 }
 
 /// `GET /journeys/{key}`: off unless enabled, and then only with the bearer token.
@@ -143,6 +170,7 @@ pub struct Settings {
     /// Per output topic formats (`[output_formats]`), overriding `output_format`.
     pub output_formats: OutputFormats,
     pub topics: Topics,
+    pub identity: Identity,
     /// librdkafka options passed through verbatim (security, SASL, TLS, …).
     pub kafka: BTreeMap<String, String>,
     pub journeys_api: JourneysApi,
@@ -173,6 +201,7 @@ impl Default for Settings {
             retention_margin_days: 30,
             output_formats: OutputFormats::default(),
             topics: Topics::default(),
+            identity: Identity::default(),
             kafka: BTreeMap::new(),
             journeys_api: JourneysApi::default(),
             limits: Limits::default(),
@@ -207,11 +236,13 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("RETENTION_MARGIN_DAYS", &["retention_margin_days"]),
     ("TOPIC_CLICKS", &["topics", "clicks"]),
     ("TOPIC_CONVERSIONS", &["topics", "conversions"]),
+    ("TOPIC_IDENTITIES", &["topics", "identities"]),
     ("TOPIC_PROMO_CODES", &["topics", "promo_codes"]),
     ("TOPIC_CONFIG", &["topics", "config"]),
     ("TOPIC_ACTIONS", &["topics", "actions"]),
     ("TOPIC_INVALID_ACTIONS", &["topics", "invalid_actions"]),
     ("TOPIC_DLQ", &["topics", "dlq"]),
+    ("IDENTITY_STITCHING", &["identity", "stitching"]),
     ("JOURNEYS_API_ENABLED", &["journeys_api", "enabled"]),
     ("JOURNEYS_API_TOKEN", &["journeys_api", "token"]),
     ("LIMITS_MAX_RECORD_BYTES", &["limits", "max_record_bytes"]),
@@ -242,9 +273,11 @@ fn typed_value(path: &[&str], raw: &str) -> toml::Value {
             return toml::Value::Integer(i);
         }
     }
-    if path.last() == Some(&"enabled") {
-        if let Ok(b) = raw.trim().parse::<bool>() {
-            return toml::Value::Boolean(b);
+    if matches!(path.last().copied(), Some("enabled" | "stitching")) {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => return toml::Value::Boolean(true),
+            "false" | "0" | "" => return toml::Value::Boolean(false),
+            _ => {}
         }
     }
     toml::Value::String(raw.to_string())
@@ -291,7 +324,7 @@ impl Settings {
                 continue;
             }
             let Some((_, path)) = ENV_KEYS.iter().find(|(n, _)| *n == name) else {
-                check_other_variable(&k, &v)?;
+                check_other_variable(&k)?;
                 continue;
             };
             let mut t = &mut table;
@@ -444,6 +477,7 @@ impl Settings {
         let names = [
             ("clicks", &t.clicks),
             ("conversions", &t.conversions),
+            ("identities", &t.identities),
             ("promo_codes", &t.promo_codes),
             ("config", &t.config),
             ("actions", &t.actions),
@@ -639,27 +673,14 @@ pub fn is_other_tool_variable(name: &str) -> bool {
         || OTHER_TOOL_VARIABLES.contains(&name)
 }
 
-/// An `ATTRIB_*` variable `name` (set to `value`) that is neither a setting nor
-/// `ATTRIB_KAFKA_*`: allowed if another tool reads it, else refused with the likely intended
-/// name.
-fn check_other_variable(name: &str, value: &str) -> Result<()> {
+/// An `ATTRIB_*` variable `name` that is neither a setting nor `ATTRIB_KAFKA_*`: allowed if
+/// another tool reads it, else refused with the likely intended name.
+fn check_other_variable(name: &str) -> Result<()> {
     if is_other_tool_variable(name) {
         return Ok(());
     }
     let refused = format!("invalid config: environment variable `{name}` names no setting");
     match name {
-        // docs/design.md §6; `false` asks for what this version does anyway.
-        "ATTRIB_IDENTITY_STITCHING" => {
-            if matches!(
-                value.trim().to_ascii_lowercase().as_str(),
-                "" | "false" | "0"
-            ) {
-                return Ok(());
-            }
-            bail!(
-                "{refused}: cross-device identity stitching (docs/design.md §6) is planned but not available in this version"
-            )
-        }
         "ATTRIB_CONFIG" | "ATTRIB_CONFIG_FILE" => {
             bail!("{refused}: the settings file is given with `--config FILE`")
         }
@@ -862,24 +883,31 @@ mod tests {
     }
 
     #[test]
-    fn identity_stitching_is_refused_unless_off() {
+    fn identity_stitching_from_file_and_environment() {
         for off in ["false", "0", "", "FALSE"] {
             let s = Settings::parse("", env(&[("ATTRIB_IDENTITY_STITCHING", off)])).unwrap();
             assert_eq!(s, Settings::default());
         }
-        for on in ["true", "1", "yes"] {
-            let e = Settings::parse("", env(&[("ATTRIB_IDENTITY_STITCHING", on)]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains("ATTRIB_IDENTITY_STITCHING") && e.contains("not available"),
-                "{e}"
-            );
+        for on in ["true", "1", "TRUE"] {
+            let s = Settings::parse("", env(&[("ATTRIB_IDENTITY_STITCHING", on)])).unwrap();
+            assert!(s.identity.stitching, "{on}");
         }
-        let e = Settings::parse("[identity]\nstitching = true", env(&[]))
+        let e = Settings::parse("", env(&[("ATTRIB_IDENTITY_STITCHING", "yes")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("identity"), "{e}");
+        assert!(e.contains("identity.stitching"), "{e}");
+        let s = Settings::parse("[identity]\nstitching = true", env(&[])).unwrap();
+        assert!(s.identity.stitching);
+        let s = Settings::parse(
+            "[identity]\nstitching = true",
+            env(&[("ATTRIB_IDENTITY_STITCHING", "false")]),
+        )
+        .unwrap();
+        assert!(!s.identity.stitching, "the environment overrides the file");
+        let e = Settings::parse("[identity]\nstiching = true", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stiching"), "{e}");
     }
 
     #[test]

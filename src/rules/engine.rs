@@ -74,6 +74,8 @@ pub fn apply(
         Event::Conversion(c) => attribute(journey, tables, settings, c, clock, out),
         Event::Modification(m) => change_order(journey, m.into(), Some(m), clock, out),
         Event::Reversal(r) => change_order(journey, r.into(), None, clock, out),
+        // A link changes no journey by itself (rules::stitching applies it).
+        Event::Identify(_) => {}
     }
     fx
 }

@@ -5,12 +5,14 @@
 //! one batch per partition and returns the same writes for the changelog.
 
 use crate::formats::avro::AvroInput;
+use crate::model::identity::{self, JourneyRef, Link};
 use crate::model::journey::Journey;
 use crate::model::output::{DlqRecord, OutRecord, Output};
 use crate::model::records::{self, Event, InputTopic, Invalid, Limits};
 use crate::model::tables::Tables;
 use crate::model::time::Millis;
 use crate::rules::engine::{self, Clock, EngineSettings};
+use crate::rules::stitching::{self, Route, Target};
 use crate::state::store::{JourneyStore, PartitionMeta, StateWrite};
 use anyhow::{Context, Result};
 use rustc_hash::FxHashMap as HashMap;
@@ -31,11 +33,28 @@ pub struct InRecord<'a> {
 /// Counters of one batch, for metrics (updated per batch, not per record).
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    pub consumed: [u64; 4],
+    pub consumed: [u64; 5],
     pub clicks_dropped_by_limit: u64,
     pub clicks_expired: u64,
     pub duplicate_clicks: u64,
     pub table_updates: u64,
+    pub stitching: StitchStats,
+}
+
+/// What identity stitching did in one batch (docs/design.md §6).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StitchStats {
+    /// Devices linked to a customer for the first time.
+    pub links_created: u64,
+    /// Records that named a linked device with another customer (the first link stands).
+    pub link_conflicts: u64,
+    /// Anonymous journeys moved into a customer's journey.
+    pub journeys_moved: u64,
+    pub clicks_moved: u64,
+    /// Moved clicks whose id the customer's journey had already.
+    pub clicks_dropped_in_moves: u64,
+    /// Moved orders the customer's journey had already.
+    pub orders_dropped_in_moves: u64,
 }
 
 impl Stats {
@@ -45,6 +64,7 @@ impl Stats {
             InputTopic::Conversions => 1,
             InputTopic::PromoCodes => 2,
             InputTopic::Config => 3,
+            InputTopic::Identities => 4,
         }
     }
 }
@@ -58,6 +78,14 @@ struct PartitionState {
     meta: PartitionMeta,
     meta_dirty: bool,
     cache: HashMap<CacheKey, Journey>,
+    /// Links read or changed since the last drain, by device (stitching on).
+    links: HashMap<CacheKey, LinkSlot>,
+}
+
+/// A device's link as cached: `None` when the device has none.
+struct LinkSlot {
+    link: Option<Link>,
+    dirty: bool,
 }
 
 /// The state changes of one partition, as drained from the processor.
@@ -78,6 +106,10 @@ pub struct Processor {
     scratch: Vec<Output>,
     /// Decodes Avro-framed input; without it every record is read as JSON.
     pub avro: Option<Arc<AvroInput>>,
+    /// Cross-device identity stitching (docs/design.md §6).
+    stitching: bool,
+    /// A reusable buffer for store keys.
+    key_buf: Vec<u8>,
 }
 
 impl Processor {
@@ -95,7 +127,19 @@ impl Processor {
             stats: Stats::default(),
             scratch: Vec::new(),
             avro: None,
+            stitching: false,
+            key_buf: Vec::new(),
         }
+    }
+
+    /// Turns cross-device identity stitching on or off (off by default).
+    pub fn with_stitching(mut self, on: bool) -> Self {
+        self.stitching = on;
+        self
+    }
+
+    pub fn stitching(&self) -> bool {
+        self.stitching
     }
 
     /// Reads Avro-framed input records through `a` (other records stay JSON).
@@ -154,6 +198,10 @@ impl Processor {
             }
             return Ok(());
         }
+        if rec.topic == InputTopic::Identities && !self.stitching {
+            // docs/design.md §6: with stitching off, identify records are not read.
+            return Ok(());
+        }
         self.count_journey_record(rec.topic, rec.partition)?;
         let event = match decode_event(rec, &self.limits, self.avro.as_deref()) {
             Ok(e) => e,
@@ -162,6 +210,15 @@ impl Processor {
                 return Ok(());
             }
         };
+        if self.stitching {
+            return match stitching::route(rec.key, &event) {
+                Ok(route) => self.apply_routed(rec.partition, route, &event, processed_at, out),
+                Err(e) => {
+                    out.push(OutRecord::Dlq(Box::new(dlq(rec, e))));
+                    Ok(())
+                }
+            };
+        }
         let key: &[u8] = match rec.key {
             Some(k) => k,
             None => match event.derived_key() {
@@ -180,7 +237,9 @@ impl Processor {
 
     /// Processes a journey record (clicks or conversions topic) that the caller decoded and
     /// validated itself (`replay` parses a line and its value in one pass): the same as
-    /// [`Processor::process`] on the record it came from, which had key `key`.
+    /// [`Processor::process`] on the record it came from, which had key `key`. Returns false,
+    /// having done nothing, for a record that stitching's key rules refuse: the caller passes
+    /// the record to [`Processor::process`], which sends it to the DLQ with its reason.
     pub fn process_decoded(
         &mut self,
         topic: InputTopic,
@@ -189,9 +248,18 @@ impl Processor {
         event: &Event,
         processed_at: Millis,
         out: &mut Vec<OutRecord>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        if self.stitching {
+            let Ok(route) = stitching::route(Some(key), event) else {
+                return Ok(false);
+            };
+            self.count_journey_record(topic, partition)?;
+            self.apply_routed(partition, route, event, processed_at, out)?;
+            return Ok(true);
+        }
         self.count_journey_record(topic, partition)?;
-        self.apply_event(partition, key, event, processed_at, out)
+        self.apply_event(partition, key, event, processed_at, out)?;
+        Ok(true)
     }
 
     /// Counts a consumed journey record and marks its partition's metadata to be written.
@@ -214,22 +282,118 @@ impl Processor {
         let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         state.meta_dirty = true;
         state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
+        self.apply_to_journey(partition, key, event, processed_at, out)
+    }
+
+    /// Applies an event that stitching routed: its link first (moving the device's anonymous
+    /// journey on a first link), then the event on the journey it belongs to.
+    fn apply_routed(
+        &mut self,
+        partition: i32,
+        route: Route,
+        event: &Event,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
+        state.meta_dirty = true;
+        state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
+        let t = event.occurred_at();
+        if let Some((device, customer)) = route.link {
+            self.link(partition, device, customer, t)?;
+        }
+        let linked = match route.target {
+            Target::Device(d) => self.linked_customer(partition, d, t)?,
+            _ => None,
+        };
+        let Some(journey) = route.target.journey(linked.as_deref()) else {
+            return Ok(());
+        };
+        let mut key = std::mem::take(&mut self.key_buf);
+        journey.store_key(&mut key);
+        let result = self.apply_to_journey(partition, &key, event, processed_at, out);
+        self.key_buf = key;
+        result
+    }
+
+    /// Links `device` to `customer` unless it is linked already (the first link stands; another
+    /// customer is a conflict). A first link moves the device's anonymous journey into the
+    /// customer's.
+    fn link(&mut self, partition: i32, device: &[u8], customer: &str, t: Millis) -> Result<()> {
+        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
+        let stream_time = state.meta.stream_time;
+        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
+        if let Some(l) = &mut slot.link {
+            if l.customer_id != customer {
+                self.stats.stitching.link_conflicts += 1;
+            } else if l.needs_touch(t) {
+                l.seen_at = t;
+                slot.dirty = true;
+            }
+            return Ok(());
+        }
+        slot.link = Some(Link {
+            customer_id: customer.into(),
+            seen_at: t,
+        });
+        slot.dirty = true;
+        self.stats.stitching.links_created += 1;
+        let src = std::mem::take(journey_mut(state, &*self.store, partition, device)?);
+        if src.is_empty() {
+            return Ok(());
+        }
+        let mut key = std::mem::take(&mut self.key_buf);
+        JourneyRef::Customer(customer).store_key(&mut key);
+        let dst = journey_mut(state, &*self.store, partition, &key);
+        self.key_buf = key;
+        let moved = stitching::merge(dst?, src, &self.settings);
+        let s = &mut self.stats.stitching;
+        s.journeys_moved += 1;
+        s.clicks_moved += moved.clicks as u64;
+        s.clicks_dropped_in_moves += moved.clicks_dropped as u64;
+        s.orders_dropped_in_moves += moved.orders_dropped as u64;
+        self.stats.clicks_dropped_by_limit += moved.clicks_dropped_by_limit as u64;
+        Ok(())
+    }
+
+    /// The customer `device` is linked to, if any (a record at `t` routed through the link
+    /// keeps it alive).
+    fn linked_customer(
+        &mut self,
+        partition: i32,
+        device: &[u8],
+        t: Millis,
+    ) -> Result<Option<crate::model::records::Id>> {
+        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
+        let stream_time = state.meta.stream_time;
+        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
+        Ok(slot.link.as_mut().map(|l| {
+            if l.needs_touch(t) {
+                l.seen_at = t;
+                slot.dirty = true;
+            }
+            l.customer_id.clone()
+        }))
+    }
+
+    /// Applies an event to the journey stored under `key`, the partition's stream time already
+    /// advanced.
+    fn apply_to_journey(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        event: &Event,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         let clock = Clock {
             processed_at,
             stream_time: state.meta.stream_time,
         };
-        let journey = match state.cache.get_mut(key) {
-            Some(j) => j,
-            None => {
-                let j = match self.store.get(partition, key)? {
-                    Some(bytes) => {
-                        Journey::decode(&bytes).context("stored journey cannot be decoded")?
-                    }
-                    None => Journey::default(),
-                };
-                state.cache.entry(CacheKey::from_slice(key)).or_insert(j)
-            }
-        };
+        let journey = journey_mut(state, &*self.store, partition, key)?;
         let fx = engine::apply(
             journey,
             &self.tables,
@@ -252,7 +416,10 @@ impl Processor {
 
     /// Number of journeys waiting in the cache.
     pub fn pending(&self) -> usize {
-        self.partitions.values().map(|p| p.cache.len()).sum()
+        self.partitions
+            .values()
+            .map(|p| p.cache.len() + p.links.len())
+            .sum()
     }
 
     /// Takes the state changes since the last call: per partition, the journey writes (empty
@@ -261,10 +428,10 @@ impl Processor {
     pub fn drain_writes(&mut self) -> Vec<PartitionWrites> {
         let mut all = Vec::new();
         for (&p, state) in self.partitions.iter_mut() {
-            if state.cache.is_empty() && !state.meta_dirty {
+            if state.cache.is_empty() && state.links.is_empty() && !state.meta_dirty {
                 continue;
             }
-            let writes: Vec<StateWrite> = state
+            let mut writes: Vec<StateWrite> = state
                 .cache
                 .drain()
                 .map(|(k, j)| {
@@ -275,6 +442,11 @@ impl Processor {
                     }
                 })
                 .collect();
+            let mut key = Vec::new();
+            for (device, slot) in state.links.drain().filter(|(_, s)| s.dirty) {
+                identity::link_key(&device, &mut key);
+                writes.push((key.clone(), slot.link.as_ref().map(Link::encode)));
+            }
             state.meta_dirty = false;
             all.push(PartitionWrites {
                 partition: p,
@@ -324,9 +496,14 @@ impl Processor {
             return Ok(Vec::new());
         };
         let keep = engine::click_keep_ms(&self.tables, &self.settings);
+        let link_keep = stitching::link_keep_ms(&self.tables, &self.settings);
         let mut writes = Vec::new();
         self.store.scan(partition, &mut |k, v| {
-            if let Ok(mut j) = Journey::decode(v) {
+            if identity::is_link_key(k) {
+                if Link::decode(v).is_ok_and(|l| l.expired(meta.stream_time, link_keep)) {
+                    writes.push((k.to_vec(), None));
+                }
+            } else if let Ok(mut j) = Journey::decode(v) {
                 let before = (j.clicks.len(), j.orders.len());
                 j.expire(meta.stream_time, keep);
                 if j.is_empty() {
@@ -361,6 +538,55 @@ fn load_partition<'a>(
     Ok(partitions.get_mut(&partition).expect("just inserted"))
 }
 
+/// The journey stored under `key`, from the cache or else the store (an empty one if none).
+fn journey_mut<'a>(
+    state: &'a mut PartitionState,
+    store: &dyn JourneyStore,
+    partition: i32,
+    key: &[u8],
+) -> Result<&'a mut Journey> {
+    if !state.cache.contains_key(key) {
+        let j = match store.get(partition, key)? {
+            Some(bytes) => Journey::decode(&bytes).context("stored journey cannot be decoded")?,
+            None => Journey::default(),
+        };
+        state.cache.insert(CacheKey::from_slice(key), j);
+    }
+    Ok(state.cache.get_mut(key).expect("just inserted"))
+}
+
+/// A device's link, from the cache or else the store; a link retention has forgotten reads
+/// as none (and is deleted).
+fn link_slot<'a>(
+    state: &'a mut PartitionState,
+    store: &dyn JourneyStore,
+    partition: i32,
+    device: &[u8],
+    stream_time: Millis,
+    keep: Option<Millis>,
+) -> Result<&'a mut LinkSlot> {
+    if !state.links.contains_key(device) {
+        let mut key = Vec::with_capacity(device.len() + 2);
+        identity::link_key(device, &mut key);
+        let link = match store.get(partition, &key)? {
+            Some(bytes) => Some(Link::decode(&bytes).context("stored link cannot be decoded")?),
+            None => None,
+        };
+        let slot = LinkSlot { link, dirty: false };
+        state.links.insert(CacheKey::from_slice(device), slot);
+    }
+    let slot = state.links.get_mut(device).expect("just inserted");
+    if slot
+        .link
+        .as_ref()
+        .is_some_and(|l| l.expired(stream_time, keep))
+    {
+        slot.link = None;
+        slot.dirty = true;
+    }
+    Ok(slot)
+}
+
 fn decode_event(
     rec: &InRecord,
     limits: &Limits,
@@ -386,6 +612,7 @@ fn decode_event(
     let value = decoded.as_deref().unwrap_or(value);
     match rec.topic {
         InputTopic::Clicks => records::decode_click(value, limits).map(Event::Click),
+        InputTopic::Identities => records::decode_identify(value, limits).map(Event::Identify),
         _ => records::decode_conversion_topic(value, limits),
     }
 }

@@ -103,13 +103,7 @@ pub fn send_records(
 }
 
 pub fn topic_name(s: &Settings, t: crate::model::records::InputTopic) -> &str {
-    use crate::model::records::InputTopic::*;
-    match t {
-        Clicks => &s.topics.clicks,
-        Conversions => &s.topics.conversions,
-        PromoCodes => &s.topics.promo_codes,
-        Config => &s.topics.config,
-    }
+    s.topics.input(t)
 }
 
 /// A record read back from an output topic.

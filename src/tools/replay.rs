@@ -1,9 +1,11 @@
 //! `attrib replay`: the engine over a JSONL file, without Kafka (docs/design.md §5).
 //!
-//! Input lines are `{"topic":"clicks|conversions|promo_codes|config","key":…,"value":…}`,
+//! Input lines are `{"topic":"clicks|conversions|identities|promo_codes|config","key":…,"value":…}`,
 //! applied in file order as one partition; output lines are
 //! `{"topic":"actions|invalid_actions|dlq","key":…,"value":…}`. DLQ lines also carry the
-//! headers a Kafka DLQ record would have.
+//! headers a Kafka DLQ record would have. With identity stitching on ([`ReplayOptions`]),
+//! each record's link and move are applied before the record (docs/design.md §6); with it
+//! off, `identities` lines are skipped without output.
 
 use crate::formats::codec::{OutputTopic, dlq_headers};
 use crate::model::output::OutRecord;
@@ -33,6 +35,36 @@ struct Line<'a> {
     value: Option<&'a RawValue>,
 }
 
+/// The settings a replay honours: those that change output.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplayOptions {
+    pub engine: EngineSettings,
+    pub limits: Limits,
+    /// Cross-device identity stitching (docs/design.md §6).
+    pub stitching: bool,
+}
+
+impl ReplayOptions {
+    /// The options `attrib run` would process with under `settings`.
+    pub fn from_settings(settings: &crate::ops::settings::Settings) -> ReplayOptions {
+        ReplayOptions {
+            engine: settings.engine_settings(),
+            limits: settings.limits.clone(),
+            stitching: settings.identity.stitching,
+        }
+    }
+
+    /// A processor over an in-memory store with these options.
+    pub fn processor(&self) -> Processor {
+        Processor::new(
+            Box::new(MemoryStore::default()),
+            self.engine.clone(),
+            self.limits.clone(),
+        )
+        .with_stitching(self.stitching)
+    }
+}
+
 /// What a replay did, for the command's summary on stderr.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -42,10 +74,10 @@ pub struct ReplaySummary {
     pub dlq: u64,
 }
 
-/// Replays `input` into `output` over an in-memory store that is dropped at the end (so the
-/// last journeys are not flushed to it).
+/// Replays `input` into `output` with the default settings, over an in-memory store that is
+/// dropped at the end (so the last journeys are not flushed to it).
 pub fn replay(input: impl BufRead, output: impl Write) -> Result<ReplaySummary> {
-    replay_keeping_state(input, output).map(|(summary, _)| summary)
+    replay_keeping_state(input, output, &ReplayOptions::default()).map(|(summary, _)| summary)
 }
 
 /// As [`replay`], but hands the processor (and so every journey) back instead of dropping it:
@@ -54,12 +86,9 @@ pub fn replay(input: impl BufRead, output: impl Write) -> Result<ReplaySummary> 
 pub fn replay_keeping_state(
     input: impl BufRead,
     output: impl Write,
+    options: &ReplayOptions,
 ) -> Result<(ReplaySummary, Processor)> {
-    let mut p = Processor::new(
-        Box::new(MemoryStore::default()),
-        EngineSettings::default(),
-        Limits::default(),
-    );
+    let mut p = options.processor();
     let summary = replay_into(&mut p, input, output, now_ms)?;
     Ok((summary, p))
 }
@@ -150,14 +179,10 @@ fn process_line(
     if p.avro.is_none() && text.len() <= p.limits.max_record_bytes {
         if let Some(fast) = parse_fast(text) {
             if let Ok(event) = fast.raw.validate(&p.limits) {
-                return p.process_decoded(
-                    fast.topic,
-                    0,
-                    fast.key.as_bytes(),
-                    &event,
-                    processed_at,
-                    out,
-                );
+                let key = fast.key.as_bytes();
+                if p.process_decoded(fast.topic, 0, key, &event, processed_at, out)? {
+                    return Ok(());
+                }
             }
         }
     }

@@ -753,14 +753,21 @@ class Gen:
         person["devices"].append(dev)
         return dev
 
-    def note(self, ident, cid=None):
+    def note(self, ident, cid=None, t=None):
         dev, cust = ident
         if dev is not None and cust is not None:
             self.linked.setdefault(dev, cust)
         if cid is not None and cust is not None:
             lst = self.logged_clicks.setdefault(cust, [])
-            lst.append(cid)
+            lst.append((cid, t))
             del lst[:-20]
+
+    def recent_logged_click(self, cust, t):
+        """A click id of the customer's from the last week, or None. Older ones are not
+        reused: an implementation with retention may have forgotten them (the reference
+        keeps every click)."""
+        recent = [c for (c, tc) in self.logged_clicks.get(cust, []) if abs(t - tc) < 7 * DAY]
+        return self.rng.choice(recent) if recent else None
 
     def identify(self, t, dev, cust, key=Ellipsis):
         rng = self.rng
@@ -776,7 +783,7 @@ class Gen:
 
     def sclick(self, t, ident, pid, partner, cid=None, bare=False):
         cid = self.click(t, ident, pid, partner, cid=cid, bare=bare)
-        self.note(ident, cid)
+        self.note(ident, cid, t)
         return cid
 
     def sconversion(self, t, ident, pid, et, oid, bare=False):
@@ -852,8 +859,8 @@ class Gen:
                 dev = rng.choice([d for d in devs if d != prev_dev] or devs)
             ident = ident_for(dev)
             cid = None
-            if cust and ident[1] is None and rng.random() < 0.02 and self.logged_clicks.get(cust):
-                cid = rng.choice(self.logged_clicks[cust])   # the same click id seen on another device
+            if cust and ident[1] is None and rng.random() < 0.02:
+                cid = self.recent_logged_click(cust, ct)   # the same click id seen on another device
             if borrowed is not None and rng.random() < 0.3:
                 ident = (borrowed, cust)           # a device of someone else: a conflict
             self.sclick(ct, ident, cp, partner, cid=cid, bare=ident[0] is not None and rng.random() < 0.02)
