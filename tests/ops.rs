@@ -12,7 +12,7 @@
 
 mod common;
 
-use attrib::model::records::InputTopic;
+use attrib::model::records::{DlqReason, InputTopic};
 use attrib::ops::settings::{Guarantee, JourneysApi, Settings};
 use attrib::runtime::Handles;
 use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
@@ -340,23 +340,38 @@ fn metrics_count_what_went_in_and_came_out() {
         "attrib_invalid_actions_total by reason vs the invalid-actions topic"
     );
 
-    // DLQ: the total, and by reason (the label derived from the attrib.error header).
+    // DLQ: the total, and by reason: every label one of attrib's reasons; the records that are
+    // not JSON at all, and the tombstones, counted under theirs.
     assert_eq!(
         sum(m, "attrib_dlq_records_total", &[]),
         e.dlq.len() as f64,
         "attrib_dlq_records_total summed vs records on the DLQ topic"
     );
-    let mut want: BTreeMap<String, u64> = BTreeMap::new();
-    for d in &e.dlq {
-        let err = d.headers.get("attrib.error").expect("attrib.error header");
-        *want
-            .entry(attrib::model::output::dlq_reason_label(err).to_string())
-            .or_default() += 1;
+    let got = by_label(m, "attrib_dlq_records_total", "reason");
+    let labels: Vec<&str> = DlqReason::ALL.iter().map(|r| r.label()).collect();
+    for reason in got.keys() {
+        assert!(labels.contains(&reason.as_str()), "unknown reason {reason}");
     }
+    let not_json = e
+        .dlq
+        .iter()
+        .filter(|d| {
+            d.value
+                .as_deref()
+                .is_some_and(|v| serde_json::from_slice::<serde_json::Value>(v).is_err())
+        })
+        .count() as u64;
+    let tombstones = e.dlq.iter().filter(|d| d.value.is_none()).count() as u64;
+    assert!(not_json > 0, "the workload sends records that are not JSON");
     assert_eq!(
-        by_label(m, "attrib_dlq_records_total", "reason"),
-        want,
-        "attrib_dlq_records_total by reason"
+        got.get("malformed").copied().unwrap_or(0),
+        not_json,
+        "{got:?}"
+    );
+    assert_eq!(
+        got.get("tombstone").copied().unwrap_or(0),
+        tombstones,
+        "{got:?}"
     );
 
     // Commits.
@@ -952,6 +967,18 @@ fn alert_and_dashboard_metrics_exist_in_a_real_scrape() {
                 problems.push(format!(
                     "alerts_test.yml: input series {name} is not in /metrics"
                 ));
+            }
+            // Label values attrib really emits, from the code's enum.
+            if name == "attrib_dlq_records_total" {
+                let emitted: Vec<String> = DlqReason::ALL
+                    .iter()
+                    .map(|r| format!("reason=\"{}\"", r.label()))
+                    .collect();
+                if !emitted.iter().any(|l| series.contains(l.as_str())) {
+                    problems.push(format!(
+                        "alerts_test.yml: {series} has a reason attrib never emits ({emitted:?})"
+                    ));
+                }
             }
         }
     }

@@ -34,7 +34,7 @@
 //! `schema_registry_user`/`_password` or from credentials in the URL.
 
 use crate::model::output::{Action, InvalidAction};
-use crate::model::records::{InputTopic, Invalid, invalid};
+use crate::model::records::{DlqReason, InputTopic, Invalid, invalid};
 use crate::model::time::format_rfc3339;
 use crate::ops::settings::{OutputFormat, Settings};
 use anyhow::{Context, Result, anyhow, bail};
@@ -1547,7 +1547,12 @@ impl AvroInput {
         topic: InputTopic,
         bytes: &[u8],
     ) -> Result<Option<Vec<u8>>, Invalid> {
-        let fail = |e: String| invalid(format!("avro record cannot be decoded: {e}"));
+        let fail = |e: String| {
+            Invalid::new(
+                DlqReason::Malformed,
+                format!("avro record cannot be decoded: {e}"),
+            )
+        };
         let (plans, body) = match bytes {
             [CONFLUENT_MAGIC, rest @ ..] => {
                 if rest.len() < 4 {
@@ -1632,7 +1637,12 @@ pub fn datum_to_json(stem: &str, body: &[u8]) -> Result<Vec<u8>, Invalid> {
     let own = own_schema(stem).ok_or_else(|| invalid(format!("no schema `{stem}`")))?;
     compile(&own.schema, &own.names, &own.schema, &own.names, 0)
         .and_then(|plan| decode_with(&plan, body, DEFAULT_MAX_JSON_BYTES))
-        .map_err(|e| invalid(format!("avro record cannot be decoded: {e}")))
+        .map_err(|e| {
+            Invalid::new(
+                DlqReason::Malformed,
+                format!("avro record cannot be decoded: {e}"),
+            )
+        })
 }
 
 fn hex(b: &[u8]) -> String {

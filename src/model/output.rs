@@ -210,6 +210,9 @@ pub enum OutRecord {
 pub struct DlqRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// Why, as a metric label.
+    pub reason: crate::model::records::DlqReason,
+    /// What is wrong, for the `attrib.error` header.
     pub error: String,
     pub source_topic: String,
     pub partition: i32,
@@ -219,30 +222,6 @@ pub struct DlqRecord {
 impl DlqRecord {
     /// A low-cardinality label for metrics.
     pub fn reason_label(&self) -> &'static str {
-        dlq_reason_label(&self.error)
-    }
-}
-
-pub fn dlq_reason_label(error: &str) -> &'static str {
-    if error.contains("missing required field") {
-        "missing_field"
-    } else if error.contains("is not a JSON object")
-        || error.contains("trailing data")
-        || error.contains("cannot be decoded")
-    {
-        "malformed"
-    } else if error.contains("does not belong") {
-        "wrong_type"
-    } else if error.contains("does not match")
-        || error.contains("null key")
-        || error.contains("key is not")
-    {
-        "bad_key"
-    } else if error.contains("tombstone") {
-        "tombstone"
-    } else if error.contains("bytes, more than") {
-        "too_large"
-    } else {
-        "invalid_value"
+        self.reason.label()
     }
 }

@@ -434,13 +434,72 @@ impl<'de> serde::de::DeserializeSeed<'de> for RawEventSeed {
     }
 }
 
-/// A decoding or validation failure: the text of the DLQ's `attrib.error` header.
+/// Why a record goes to the DLQ: a small fixed set, the `reason` label of
+/// `attrib_dlq_records_total` (the text of the DLQ's `attrib.error` header says more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DlqReason {
+    /// Not decodable: not JSON, not an object, trailing data, an Avro record that cannot be read.
+    Malformed,
+    /// A required field is missing (or, with stitching on, a change carries neither id).
+    MissingField,
+    /// A record of a type that does not belong on its topic.
+    WrongType,
+    /// A key that is missing where one is needed, or does not match the record.
+    BadKey,
+    /// A null value where a record is needed.
+    Tombstone,
+    /// Larger than `limits.max_record_bytes`.
+    TooLarge,
+    /// A field with a wrong type or a value that makes no sense (the default).
+    InvalidValue,
+}
+
+impl DlqReason {
+    /// Every reason, for metrics and alert tests.
+    pub const ALL: [DlqReason; 7] = [
+        DlqReason::Malformed,
+        DlqReason::MissingField,
+        DlqReason::WrongType,
+        DlqReason::BadKey,
+        DlqReason::Tombstone,
+        DlqReason::TooLarge,
+        DlqReason::InvalidValue,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DlqReason::Malformed => "malformed",
+            DlqReason::MissingField => "missing_field",
+            DlqReason::WrongType => "wrong_type",
+            DlqReason::BadKey => "bad_key",
+            DlqReason::Tombstone => "tombstone",
+            DlqReason::TooLarge => "too_large",
+            DlqReason::InvalidValue => "invalid_value",
+        }
+    }
+}
+
+/// A decoding or validation failure: its reason, and the text of the DLQ's `attrib.error`
+/// header (`.0`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Invalid(pub String);
+pub struct Invalid(pub String, pub DlqReason);
 
+impl Invalid {
+    pub fn new(reason: DlqReason, msg: impl Into<String>) -> Invalid {
+        Invalid(msg.into(), reason)
+    }
+
+    pub fn reason(&self) -> DlqReason {
+        self.1
+    }
+}
+
+/// A value that makes no sense ([`DlqReason::InvalidValue`]); the other reasons are given with
+/// [`Invalid::new`].
 pub fn invalid(msg: impl Into<String>) -> Invalid {
-    Invalid(msg.into())
+    Invalid::new(DlqReason::InvalidValue, msg)
 }
 
 /// Parses JSON into a wire struct, naming the field path of a type error. The fast path
@@ -457,7 +516,10 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() || path == "." {
-            invalid(format!("{what} is not a JSON object: {inner}"))
+            Invalid::new(
+                DlqReason::Malformed,
+                format!("{what} is not a JSON object: {inner}"),
+            )
         } else {
             invalid(format!(
                 "invalid {what}: field `{path}`: {}",
@@ -465,8 +527,12 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
             ))
         }
     })?;
-    de.end()
-        .map_err(|e| invalid(format!("{what} has trailing data: {e}")))?;
+    de.end().map_err(|e| {
+        Invalid::new(
+            DlqReason::Malformed,
+            format!("{what} has trailing data: {e}"),
+        )
+    })?;
     Ok(value)
 }
 
@@ -479,7 +545,12 @@ fn strip_position(e: &serde_json::Error) -> String {
 }
 
 pub(crate) fn required<T>(what: &str, field: &str, v: Option<T>) -> Result<T, Invalid> {
-    v.ok_or_else(|| invalid(format!("invalid {what}: missing required field `{field}`")))
+    v.ok_or_else(|| {
+        Invalid::new(
+            DlqReason::MissingField,
+            format!("invalid {what}: missing required field `{field}`"),
+        )
+    })
 }
 
 pub(crate) fn required_id<S: AsRef<str>>(
@@ -530,9 +601,10 @@ fn check_type(
 ) -> Result<(), Invalid> {
     if let Some(k) = kind {
         if !allowed.contains(&k) {
-            return Err(invalid(format!(
-                "record of type `{k}` does not belong on the {topic} topic"
-            )));
+            return Err(Invalid::new(
+                DlqReason::WrongType,
+                format!("record of type `{k}` does not belong on the {topic} topic"),
+            ));
         }
     }
     let _ = what;
@@ -793,6 +865,19 @@ mod tests {
         );
         let e = decode_click(b"not json", &l).unwrap_err();
         assert!(e.0.starts_with("click is not a JSON object"), "{}", e.0);
+    }
+
+    #[test]
+    fn each_failure_has_its_reason() {
+        let l = Limits::default();
+        let reason = |s: &str| decode_click(s.as_bytes(), &l).unwrap_err().reason();
+        assert_eq!(reason("not json"), DlqReason::Malformed);
+        assert_eq!(reason("{} trailing"), DlqReason::Malformed);
+        assert_eq!(reason(r#"{"type":"click"}"#), DlqReason::MissingField);
+        assert_eq!(reason(r#"{"type":"conversion"}"#), DlqReason::WrongType);
+        assert_eq!(reason(r#"{"click_id":5}"#), DlqReason::InvalidValue);
+        let labels: HashSet<&str> = DlqReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), DlqReason::ALL.len());
     }
 
     #[test]

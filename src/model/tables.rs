@@ -6,8 +6,8 @@
 
 use crate::model::money;
 use crate::model::records::{
-    CreditGroup, CreditPolicy, CustomerStatus, Invalid, Limits, ProgramKind, PromoPolicy, Scope,
-    check_len, invalid, optional_id, parse_json, required, required_id,
+    CreditGroup, CreditPolicy, CustomerStatus, DlqReason, Invalid, Limits, ProgramKind,
+    PromoPolicy, Scope, check_len, invalid, optional_id, parse_json, required, required_id,
 };
 use crate::model::time::{self, Millis};
 use rust_decimal::Decimal;
@@ -198,9 +198,10 @@ impl Tables {
         let r: RawConfig = parse_json("config record", value)?;
         let ty = r.kind.as_deref().unwrap_or(kind);
         if !matches!(ty, "program" | "contract" | "cross_program") {
-            return Err(invalid(format!(
-                "record of type `{ty}` does not belong on the config topic"
-            )));
+            return Err(Invalid::new(
+                DlqReason::WrongType,
+                format!("record of type `{ty}` does not belong on the config topic"),
+            ));
         }
         match ty {
             "program" => {
@@ -285,9 +286,10 @@ impl Tables {
         let r: RawPromo = parse_json("promo_code", value)?;
         if let Some(t) = r.kind.as_deref() {
             if t != "promo_code" {
-                return Err(invalid(format!(
-                    "record of type `{t}` does not belong on the promo-codes topic"
-                )));
+                return Err(Invalid::new(
+                    DlqReason::WrongType,
+                    format!("record of type `{t}` does not belong on the promo-codes topic"),
+                ));
             }
         }
         let w = "promo_code";
@@ -315,9 +317,10 @@ impl Tables {
 
     fn delete(&mut self, key: &str, allowed_prefixes: &[&str]) -> Result<TableChange, Invalid> {
         if !allowed_prefixes.is_empty() && !allowed_prefixes.iter().any(|p| key.starts_with(p)) {
-            return Err(invalid(format!(
-                "config tombstone has key `{key}`, which names no config type"
-            )));
+            return Err(Invalid::new(
+                DlqReason::BadKey,
+                format!("config tombstone has key `{key}`, which names no config type"),
+            ));
         }
         let Some(k) = self.keys.remove(key) else {
             return Ok(TableChange::Unchanged);
@@ -347,15 +350,17 @@ impl Tables {
 }
 
 fn table_key_str(key: Option<&[u8]>) -> Result<&str, Invalid> {
-    let key = key.ok_or_else(|| invalid("table record has a null key"))?;
-    std::str::from_utf8(key).map_err(|_| invalid("table record key is not UTF-8"))
+    let key = key.ok_or_else(|| Invalid::new(DlqReason::BadKey, "table record has a null key"))?;
+    std::str::from_utf8(key)
+        .map_err(|_| Invalid::new(DlqReason::BadKey, "table record key is not UTF-8"))
 }
 
 fn expect_key(key: &str, expected: &str) -> Result<(), Invalid> {
     if key != expected {
-        return Err(invalid(format!(
-            "record key `{key}` does not match its value (expected `{expected}`)"
-        )));
+        return Err(Invalid::new(
+            DlqReason::BadKey,
+            format!("record key `{key}` does not match its value (expected `{expected}`)"),
+        ));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 use crate::model::identity::JourneyRef;
 use crate::model::journey::Journey;
-use crate::model::records::{Event, Invalid, invalid};
+use crate::model::records::{DlqReason, Event, Invalid};
 use crate::rules::engine::EngineSettings;
 
 /// Where a record goes, with stitching on.
@@ -54,11 +54,14 @@ pub fn route<'a>(key: Option<&'a [u8]>, event: &'a Event) -> Result<Route<'a>, I
     let (device, customer) = event.ids();
     if let (Some(d), Some(k)) = (device, key) {
         if k != d.as_bytes() {
-            return Err(invalid(format!(
-                "{} keyed `{}` but its `device_id` is `{d}`: with identity stitching on, a record that carries a `device_id` must be keyed by it",
-                event.kind(),
-                String::from_utf8_lossy(k)
-            )));
+            return Err(Invalid::new(
+                DlqReason::BadKey,
+                format!(
+                    "{} keyed `{}` but its `device_id` is `{d}`: with identity stitching on, a record that carries a `device_id` must be keyed by it",
+                    event.kind(),
+                    String::from_utf8_lossy(k)
+                ),
+            ));
         }
     }
     let links = matches!(
@@ -66,10 +69,13 @@ pub fn route<'a>(key: Option<&'a [u8]>, event: &'a Event) -> Result<Route<'a>, I
         Event::Identify(_) | Event::Click(_) | Event::Conversion(_)
     );
     if !links && device.is_none() && customer.is_none() {
-        return Err(invalid(format!(
-            "{} carries neither `device_id` nor `customer_id`: with identity stitching on, a change finds its order through them, not through its key",
-            event.kind()
-        )));
+        return Err(Invalid::new(
+            DlqReason::MissingField,
+            format!(
+                "{} carries neither `device_id` nor `customer_id`: with identity stitching on, a change finds its order through them, not through its key",
+                event.kind()
+            ),
+        ));
     }
     let link = match (links, device, customer) {
         (true, Some(d), Some(c)) => Some((d.as_bytes(), c)),
@@ -82,10 +88,13 @@ pub fn route<'a>(key: Option<&'a [u8]>, event: &'a Event) -> Result<Route<'a>, I
         (_, None, None) => match key {
             Some(k) => Target::Device(k),
             None => {
-                return Err(invalid(format!(
-                    "{} has a null key and neither `device_id` nor `customer_id`",
-                    event.kind()
-                )));
+                return Err(Invalid::new(
+                    DlqReason::BadKey,
+                    format!(
+                        "{} has a null key and neither `device_id` nor `customer_id`",
+                        event.kind()
+                    ),
+                ));
             }
         },
     };
@@ -170,4 +179,51 @@ pub fn link_keep_ms(
     let clicks = crate::rules::engine::click_keep_ms(tables, settings)?;
     let orders = days_to_ms(tables.max_locking_days()).saturating_add(settings.retention_margin_ms);
     Some(clicks.max(orders).max(days_to_ms(MIN_LINK_KEEP_DAYS)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::records::{Identify, Reversal};
+
+    fn reversal(device: Option<&str>, customer: Option<&str>) -> Event {
+        Event::Reversal(Reversal {
+            device_id: device.map(String::from),
+            customer_id: customer.map(String::from),
+            program_id: "p".into(),
+            event_type: "sale".into(),
+            order_id: "o".into(),
+            occurred_at: 0,
+        })
+    }
+
+    #[test]
+    fn key_rules_give_their_reasons() {
+        let e = reversal(None, None);
+        assert_eq!(
+            route(Some(b"d"), &e).unwrap_err().reason(),
+            DlqReason::MissingField
+        );
+        let e = reversal(Some("d-1"), None);
+        assert_eq!(
+            route(Some(b"d-2"), &e).unwrap_err().reason(),
+            DlqReason::BadKey
+        );
+        let r = route(None, &e).unwrap();
+        assert_eq!(r.target, Target::Device(b"d-1"));
+        assert_eq!(r.link, None, "a change never links");
+        let e = reversal(Some("d-1"), Some("cu"));
+        let r = route(Some(b"d-1"), &e).unwrap();
+        assert_eq!((r.link, r.target), (None, Target::Customer("cu")));
+        let e = Event::Identify(Identify {
+            device_id: "d-1".into(),
+            customer_id: "cu".into(),
+            occurred_at: 0,
+        });
+        let r = route(None, &e).unwrap();
+        assert_eq!(
+            (r.link, r.target),
+            (Some((&b"d-1"[..], "cu")), Target::None)
+        );
+    }
 }

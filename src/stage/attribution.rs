@@ -8,7 +8,7 @@ use crate::formats::avro::AvroInput;
 use crate::model::identity::{self, JourneyRef, Link};
 use crate::model::journey::Journey;
 use crate::model::output::{DlqRecord, OutRecord, Output};
-use crate::model::records::{self, Event, InputTopic, Invalid, Limits};
+use crate::model::records::{self, DlqReason, Event, InputTopic, Invalid, Limits};
 use crate::model::tables::Tables;
 use crate::model::time::Millis;
 use crate::rules::engine::{self, Clock, EngineSettings};
@@ -224,7 +224,8 @@ impl Processor {
             None => match event.derived_key() {
                 Some(k) => k.as_bytes(),
                 None => {
-                    let e = records::invalid(
+                    let e = Invalid::new(
+                        DlqReason::BadKey,
                         "record has a null key and no `device_id` or `customer_id` to derive it from",
                     );
                     out.push(OutRecord::Dlq(Box::new(dlq(rec, e))));
@@ -593,17 +594,23 @@ fn decode_event(
     avro: Option<&AvroInput>,
 ) -> Result<Event, Invalid> {
     let Some(value) = rec.value else {
-        return Err(records::invalid(format!(
-            "tombstone (null value) on the {} topic",
-            rec.topic.replay_name()
-        )));
+        return Err(Invalid::new(
+            DlqReason::Tombstone,
+            format!(
+                "tombstone (null value) on the {} topic",
+                rec.topic.replay_name()
+            ),
+        ));
     };
     if value.len() > limits.max_record_bytes {
-        return Err(records::invalid(format!(
-            "record is {} bytes, more than the limit of {}",
-            value.len(),
-            limits.max_record_bytes
-        )));
+        return Err(Invalid::new(
+            DlqReason::TooLarge,
+            format!(
+                "record is {} bytes, more than the limit of {}",
+                value.len(),
+                limits.max_record_bytes
+            ),
+        ));
     }
     let decoded = match avro {
         Some(a) => a.decode_to_json(rec.topic, value)?,
@@ -621,6 +628,7 @@ fn dlq(rec: &InRecord, e: Invalid) -> DlqRecord {
     DlqRecord {
         key: rec.key.map(<[u8]>::to_vec),
         value: rec.value.map(<[u8]>::to_vec),
+        reason: e.1,
         error: e.0,
         source_topic: rec.source_topic.to_string(),
         partition: rec.partition,

@@ -9,7 +9,7 @@
 
 use crate::formats::codec::{OutputTopic, dlq_headers};
 use crate::model::output::OutRecord;
-use crate::model::records::{InputTopic, JourneyTopic, Limits, RawEvent, RawEventSeed};
+use crate::model::records::{DlqReason, InputTopic, JourneyTopic, Limits, RawEvent, RawEventSeed};
 use crate::model::time::now_ms;
 use crate::rules::engine::EngineSettings;
 use crate::stage::attribution::{InRecord, Processor};
@@ -187,10 +187,11 @@ fn process_line(
         }
     }
     // A line that is not a record is kept whole, as a JSON string.
-    let bad = |error: String, topic: &str| {
+    let bad = |reason: DlqReason, error: String, topic: &str| {
         OutRecord::Dlq(Box::new(crate::model::output::DlqRecord {
             key: None,
             value: Some(serde_json::to_vec(text).expect("strings serialize")),
+            reason,
             error,
             source_topic: topic.to_string(),
             partition: 0,
@@ -201,6 +202,7 @@ fn process_line(
         Ok(l) => l,
         Err(e) => {
             out.push(bad(
+                DlqReason::Malformed,
                 format!("replay line is not a JSON object with `topic`, `key` and `value`: {e}"),
                 "replay",
             ));
@@ -209,6 +211,7 @@ fn process_line(
     };
     let Some(topic) = InputTopic::from_replay_name(line.topic) else {
         out.push(bad(
+            DlqReason::Malformed,
             format!("replay line has unknown topic `{}`", line.topic),
             line.topic,
         ));
@@ -219,6 +222,7 @@ fn process_line(
         Some(Ok(k)) => k,
         Some(Err(_)) => {
             out.push(bad(
+                DlqReason::BadKey,
                 "replay line's `key` is not a string or null".to_string(),
                 line.topic,
             ));
