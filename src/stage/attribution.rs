@@ -5,7 +5,8 @@
 //! one batch per partition and returns the same writes for the changelog.
 
 use crate::formats::avro::AvroInput;
-use crate::model::identity::{self, JourneyRef, Link};
+use crate::model::identity::JourneyRef;
+use crate::model::identity::{self, Link};
 use crate::model::journey::Journey;
 use crate::model::output::{DlqRecord, OutRecord, Output};
 use crate::model::records::{self, DlqReason, Event, InputTopic, Invalid, Limits};
@@ -17,6 +18,9 @@ use crate::state::store::{JourneyStore, PartitionMeta, StateWrite};
 use anyhow::{Context, Result};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
+
+mod stitch;
+pub use stitch::{Forward, ForwardPayload, Stitching};
 
 /// One input record, wherever it came from.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +59,8 @@ pub struct StitchStats {
     pub clicks_dropped_in_moves: u64,
     /// Moved orders the customer's journey had already.
     pub orders_dropped_in_moves: u64,
+    /// Records (and moved journeys) the device stage forwarded to the customer stage.
+    pub records_forwarded: u64,
 }
 
 impl Stats {
@@ -107,7 +113,9 @@ pub struct Processor {
     /// Decodes Avro-framed input; without it every record is read as JSON.
     pub avro: Option<Arc<AvroInput>>,
     /// Cross-device identity stitching (docs/design.md §6).
-    stitching: bool,
+    mode: Stitching,
+    /// What the device stage forwards, until taken ([`Processor::take_forwards`]).
+    forwards: Vec<Forward>,
     /// A reusable buffer for store keys.
     key_buf: Vec<u8>,
 }
@@ -127,19 +135,10 @@ impl Processor {
             stats: Stats::default(),
             scratch: Vec::new(),
             avro: None,
-            stitching: false,
+            mode: Stitching::Off,
+            forwards: Vec::new(),
             key_buf: Vec::new(),
         }
-    }
-
-    /// Turns cross-device identity stitching on or off (off by default).
-    pub fn with_stitching(mut self, on: bool) -> Self {
-        self.stitching = on;
-        self
-    }
-
-    pub fn stitching(&self) -> bool {
-        self.stitching
     }
 
     /// Reads Avro-framed input records through `a` (other records stay JSON).
@@ -198,7 +197,7 @@ impl Processor {
             }
             return Ok(());
         }
-        if rec.topic == InputTopic::Identities && !self.stitching {
+        if rec.topic == InputTopic::Identities && self.mode == Stitching::Off {
             // docs/design.md §6: with stitching off, identify records are not read.
             return Ok(());
         }
@@ -210,9 +209,12 @@ impl Processor {
                 return Ok(());
             }
         };
-        if self.stitching {
+        if self.mode != Stitching::Off {
             return match stitching::route(rec.key, &event) {
-                Ok(route) => self.apply_routed(rec.partition, route, &event, processed_at, out),
+                Ok(route) => {
+                    let partition = rec.partition;
+                    self.apply_routed(partition, Some(rec), route, &event, processed_at, out)
+                }
                 Err(e) => {
                     out.push(OutRecord::Dlq(Box::new(dlq(rec, e))));
                     Ok(())
@@ -250,13 +252,18 @@ impl Processor {
         processed_at: Millis,
         out: &mut Vec<OutRecord>,
     ) -> Result<bool> {
-        if self.stitching {
-            let Ok(route) = stitching::route(Some(key), event) else {
-                return Ok(false);
-            };
-            self.count_journey_record(topic, partition)?;
-            self.apply_routed(partition, route, event, processed_at, out)?;
-            return Ok(true);
+        match self.mode {
+            Stitching::Off => {}
+            // The device stage forwards the record as read: only `process` has it.
+            Stitching::Forward => return Ok(false),
+            Stitching::InPlace => {
+                let Ok(route) = stitching::route(Some(key), event) else {
+                    return Ok(false);
+                };
+                self.count_journey_record(topic, partition)?;
+                self.apply_routed(partition, None, route, event, processed_at, out)?;
+                return Ok(true);
+            }
         }
         self.count_journey_record(topic, partition)?;
         self.apply_event(partition, key, event, processed_at, out)?;
@@ -284,99 +291,6 @@ impl Processor {
         state.meta_dirty = true;
         state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
         self.apply_to_journey(partition, key, event, processed_at, out)
-    }
-
-    /// Applies an event that stitching routed: its link first (moving the device's anonymous
-    /// journey on a first link), then the event on the journey it belongs to.
-    fn apply_routed(
-        &mut self,
-        partition: i32,
-        route: Route,
-        event: &Event,
-        processed_at: Millis,
-        out: &mut Vec<OutRecord>,
-    ) -> Result<()> {
-        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
-        state.meta_dirty = true;
-        state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
-        let t = event.occurred_at();
-        if let Some((device, customer)) = route.link {
-            self.link(partition, device, customer, t)?;
-        }
-        let linked = match route.target {
-            Target::Device(d) => self.linked_customer(partition, d, t)?,
-            _ => None,
-        };
-        let Some(journey) = route.target.journey(linked.as_deref()) else {
-            return Ok(());
-        };
-        let mut key = std::mem::take(&mut self.key_buf);
-        journey.store_key(&mut key);
-        let result = self.apply_to_journey(partition, &key, event, processed_at, out);
-        self.key_buf = key;
-        result
-    }
-
-    /// Links `device` to `customer` unless it is linked already (the first link stands; another
-    /// customer is a conflict). A first link moves the device's anonymous journey into the
-    /// customer's.
-    fn link(&mut self, partition: i32, device: &[u8], customer: &str, t: Millis) -> Result<()> {
-        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
-        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
-        let stream_time = state.meta.stream_time;
-        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
-        if let Some(l) = &mut slot.link {
-            if l.customer_id != customer {
-                self.stats.stitching.link_conflicts += 1;
-            } else if l.needs_touch(t) {
-                l.seen_at = t;
-                slot.dirty = true;
-            }
-            return Ok(());
-        }
-        slot.link = Some(Link {
-            customer_id: customer.into(),
-            seen_at: t,
-        });
-        slot.dirty = true;
-        self.stats.stitching.links_created += 1;
-        let src = std::mem::take(journey_mut(state, &*self.store, partition, device)?);
-        if src.is_empty() {
-            return Ok(());
-        }
-        let mut key = std::mem::take(&mut self.key_buf);
-        JourneyRef::Customer(customer).store_key(&mut key);
-        let dst = journey_mut(state, &*self.store, partition, &key);
-        self.key_buf = key;
-        let moved = stitching::merge(dst?, src, &self.settings);
-        let s = &mut self.stats.stitching;
-        s.journeys_moved += 1;
-        s.clicks_moved += moved.clicks as u64;
-        s.clicks_dropped_in_moves += moved.clicks_dropped as u64;
-        s.orders_dropped_in_moves += moved.orders_dropped as u64;
-        self.stats.clicks_dropped_by_limit += moved.clicks_dropped_by_limit as u64;
-        Ok(())
-    }
-
-    /// The customer `device` is linked to, if any (a record at `t` routed through the link
-    /// keeps it alive).
-    fn linked_customer(
-        &mut self,
-        partition: i32,
-        device: &[u8],
-        t: Millis,
-    ) -> Result<Option<crate::model::records::Id>> {
-        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
-        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
-        let stream_time = state.meta.stream_time;
-        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
-        Ok(slot.link.as_mut().map(|l| {
-            if l.needs_touch(t) {
-                l.seen_at = t;
-                slot.dirty = true;
-            }
-            l.customer_id.clone()
-        }))
     }
 
     /// Applies an event to the journey stored under `key`, the partition's stream time already
@@ -554,38 +468,6 @@ fn journey_mut<'a>(
         state.cache.insert(CacheKey::from_slice(key), j);
     }
     Ok(state.cache.get_mut(key).expect("just inserted"))
-}
-
-/// A device's link, from the cache or else the store; a link retention has forgotten reads
-/// as none (and is deleted).
-fn link_slot<'a>(
-    state: &'a mut PartitionState,
-    store: &dyn JourneyStore,
-    partition: i32,
-    device: &[u8],
-    stream_time: Millis,
-    keep: Option<Millis>,
-) -> Result<&'a mut LinkSlot> {
-    if !state.links.contains_key(device) {
-        let mut key = Vec::with_capacity(device.len() + 2);
-        identity::link_key(device, &mut key);
-        let link = match store.get(partition, &key)? {
-            Some(bytes) => Some(Link::decode(&bytes).context("stored link cannot be decoded")?),
-            None => None,
-        };
-        let slot = LinkSlot { link, dirty: false };
-        state.links.insert(CacheKey::from_slice(device), slot);
-    }
-    let slot = state.links.get_mut(device).expect("just inserted");
-    if slot
-        .link
-        .as_ref()
-        .is_some_and(|l| l.expired(stream_time, keep))
-    {
-        slot.link = None;
-        slot.dirty = true;
-    }
-    Ok(slot)
 }
 
 fn decode_event(

@@ -1,0 +1,290 @@
+//! The processor's cross-device identity stitching (docs/design.md §6): links, moves, and — in
+//! the two-stage Kafka topology — what the device stage forwards to the customer stage.
+//!
+//! In [`Stitching::InPlace`] (`replay`) one processor keeps links, anonymous journeys and
+//! customers' journeys, and applies every record where it belongs. In [`Stitching::Forward`]
+//! the processor of an input partition is the *device stage*: it keeps the links and the
+//! anonymous journeys, attributes anonymous records itself, and forwards (see [`Forward`]) each
+//! record that belongs to a customer, preceded at a device's first link by the device's
+//! anonymous journey. The *customer stage* ([`Processor::process_forwarded`]) applies them to
+//! the customers' journeys of its partition.
+
+use super::*;
+
+/// How a processor stitches devices to customers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stitching {
+    /// Every record under its own key (docs/design.md §1); identify records are not read.
+    #[default]
+    Off,
+    /// docs/design.md §6 in one processor (`replay`).
+    InPlace,
+    /// docs/design.md §6 as the device stage of the Kafka topology: customers' records are
+    /// forwarded, not applied.
+    Forward,
+}
+
+/// What the device stage sends to the customer stage, keyed by the customer: the repartition
+/// topic's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    pub customer: String,
+    pub payload: ForwardPayload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForwardPayload {
+    /// A device's anonymous journey ([`Journey::encode`]), moved at the device's first link.
+    Move(Vec<u8>),
+    /// An input record that belongs to the customer, as it was read.
+    Record {
+        topic: InputTopic,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+}
+
+impl Processor {
+    /// Turns cross-device identity stitching on (in place) or off (off by default).
+    pub fn with_stitching(self, on: bool) -> Self {
+        self.with_stitching_mode(if on {
+            Stitching::InPlace
+        } else {
+            Stitching::Off
+        })
+    }
+
+    pub fn with_stitching_mode(mut self, mode: Stitching) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn stitching(&self) -> Stitching {
+        self.mode
+    }
+
+    /// Takes the records forwarded since the last call, in the order they must reach the
+    /// customer stage.
+    pub fn take_forwards(&mut self) -> std::vec::Drain<'_, Forward> {
+        self.forwards.drain(..)
+    }
+
+    /// Applies an event that stitching routed: its link first (moving the device's anonymous
+    /// journey on a first link), then the event on the journey it belongs to — or, in the device
+    /// stage, forwards it when that journey is a customer's.
+    /// `rec` is the record as read (`None` when the caller decoded it itself, in place only).
+    pub(super) fn apply_routed(
+        &mut self,
+        partition: i32,
+        rec: Option<&InRecord>,
+        route: Route,
+        event: &Event,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
+        self.advance(partition, event)?;
+        let t = event.occurred_at();
+        if let Some((device, customer)) = route.link {
+            self.link(partition, device, customer, t)?;
+        }
+        let linked = match route.target {
+            Target::Device(d) => self.linked_customer(partition, d, t)?,
+            _ => None,
+        };
+        let Some(journey) = route.target.journey(linked.as_deref()) else {
+            return Ok(());
+        };
+        if let (JourneyRef::Customer(customer), Stitching::Forward, Some(rec)) =
+            (journey, self.mode, rec)
+        {
+            self.stats.stitching.records_forwarded += 1;
+            self.forwards.push(Forward {
+                customer: customer.to_string(),
+                payload: ForwardPayload::Record {
+                    topic: rec.topic,
+                    key: rec.key.map(<[u8]>::to_vec),
+                    value: rec.value.unwrap_or_default().to_vec(),
+                },
+            });
+            return Ok(());
+        }
+        let mut key = std::mem::take(&mut self.key_buf);
+        journey.store_key(&mut key);
+        let result = self.apply_to_journey(partition, &key, event, processed_at, out);
+        self.key_buf = key;
+        result
+    }
+
+    /// The customer stage: applies a record the device stage forwarded (`rec`: the repartition
+    /// record, keyed by the customer) to the customer's journey of `rec.partition`.
+    pub fn process_forwarded(
+        &mut self,
+        rec: &InRecord,
+        forward: ForwardPayload,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
+        let customer = String::from_utf8_lossy(rec.key.unwrap_or_default()).into_owned();
+        let mut key = std::mem::take(&mut self.key_buf);
+        JourneyRef::Customer(&customer).store_key(&mut key);
+        let result = self.apply_forwarded(rec, &key, forward, processed_at, out);
+        self.key_buf = key;
+        result
+    }
+
+    fn apply_forwarded(
+        &mut self,
+        rec: &InRecord,
+        key: &[u8],
+        forward: ForwardPayload,
+        processed_at: Millis,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<()> {
+        match forward {
+            ForwardPayload::Move(bytes) => {
+                let src = Journey::decode(&bytes).context("a moved journey cannot be decoded")?;
+                let state = load_partition(&mut self.partitions, &*self.store, rec.partition)?;
+                state.meta_dirty = true;
+                let dst = journey_mut(state, &*self.store, rec.partition, key)?;
+                let moved = stitching::merge(dst, src, &self.settings);
+                self.count_move(moved);
+                Ok(())
+            }
+            ForwardPayload::Record {
+                topic,
+                key: original_key,
+                value,
+            } => {
+                let original = InRecord {
+                    topic,
+                    key: original_key.as_deref(),
+                    value: Some(&value),
+                    ..*rec
+                };
+                let event = match decode_event(&original, &self.limits, self.avro.as_deref()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        out.push(OutRecord::Dlq(Box::new(dlq(&original, e))));
+                        return Ok(());
+                    }
+                };
+                self.advance(rec.partition, &event)?;
+                self.apply_to_journey(rec.partition, key, &event, processed_at, out)
+            }
+        }
+    }
+
+    /// Marks the partition's state to be written and advances its stream time to the event's.
+    fn advance(&mut self, partition: i32, event: &Event) -> Result<()> {
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
+        state.meta_dirty = true;
+        state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
+        Ok(())
+    }
+
+    /// Links `device` to `customer` unless it is linked already (the first link stands; another
+    /// customer is a conflict). A first link moves the device's anonymous journey into the
+    /// customer's (in place), or forwards it to the customer stage.
+    fn link(&mut self, partition: i32, device: &[u8], customer: &str, t: Millis) -> Result<()> {
+        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
+        let stream_time = state.meta.stream_time;
+        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
+        if let Some(l) = &mut slot.link {
+            if l.customer_id != customer {
+                self.stats.stitching.link_conflicts += 1;
+            } else if l.needs_touch(t) {
+                l.seen_at = t;
+                slot.dirty = true;
+            }
+            return Ok(());
+        }
+        slot.link = Some(Link {
+            customer_id: customer.into(),
+            seen_at: t,
+        });
+        slot.dirty = true;
+        self.stats.stitching.links_created += 1;
+        let src = std::mem::take(journey_mut(state, &*self.store, partition, device)?);
+        if src.is_empty() {
+            return Ok(());
+        }
+        if self.mode == Stitching::Forward {
+            self.stats.stitching.records_forwarded += 1;
+            self.forwards.push(Forward {
+                customer: customer.to_string(),
+                payload: ForwardPayload::Move(src.encode()),
+            });
+            return Ok(());
+        }
+        let mut key = std::mem::take(&mut self.key_buf);
+        JourneyRef::Customer(customer).store_key(&mut key);
+        let dst = journey_mut(state, &*self.store, partition, &key);
+        self.key_buf = key;
+        let moved = stitching::merge(dst?, src, &self.settings);
+        self.count_move(moved);
+        Ok(())
+    }
+
+    fn count_move(&mut self, moved: stitching::Moved) {
+        let s = &mut self.stats.stitching;
+        s.journeys_moved += 1;
+        s.clicks_moved += moved.clicks as u64;
+        s.clicks_dropped_in_moves += moved.clicks_dropped as u64;
+        s.orders_dropped_in_moves += moved.orders_dropped as u64;
+        self.stats.clicks_dropped_by_limit += moved.clicks_dropped_by_limit as u64;
+    }
+
+    /// The customer `device` is linked to, if any (a record at `t` routed through the link
+    /// keeps it alive).
+    fn linked_customer(
+        &mut self,
+        partition: i32,
+        device: &[u8],
+        t: Millis,
+    ) -> Result<Option<crate::model::records::Id>> {
+        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
+        let stream_time = state.meta.stream_time;
+        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
+        Ok(slot.link.as_mut().map(|l| {
+            if l.needs_touch(t) {
+                l.seen_at = t;
+                slot.dirty = true;
+            }
+            l.customer_id.clone()
+        }))
+    }
+}
+
+/// A device's link, from the cache or else the store; a link retention has forgotten reads
+/// as none (and is deleted).
+fn link_slot<'a>(
+    state: &'a mut PartitionState,
+    store: &dyn JourneyStore,
+    partition: i32,
+    device: &[u8],
+    stream_time: Millis,
+    keep: Option<Millis>,
+) -> Result<&'a mut LinkSlot> {
+    if !state.links.contains_key(device) {
+        let mut key = Vec::with_capacity(device.len() + 2);
+        identity::link_key(device, &mut key);
+        let link = match store.get(partition, &key)? {
+            Some(bytes) => Some(Link::decode(&bytes).context("stored link cannot be decoded")?),
+            None => None,
+        };
+        let slot = LinkSlot { link, dirty: false };
+        state.links.insert(CacheKey::from_slice(device), slot);
+    }
+    let slot = state.links.get_mut(device).expect("just inserted");
+    if slot
+        .link
+        .as_ref()
+        .is_some_and(|l| l.expired(stream_time, keep))
+    {
+        slot.link = None;
+        slot.dirty = true;
+    }
+    Ok(slot)
+}
