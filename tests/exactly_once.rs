@@ -96,6 +96,11 @@ fn settings_env(s: &Settings, instance: &str, state: &Path) -> Vec<(String, Stri
         ),
         ("ATTRIB_TOPIC_CLICKS", t.clicks.clone()),
         ("ATTRIB_TOPIC_CONVERSIONS", t.conversions.clone()),
+        ("ATTRIB_TOPIC_IDENTITIES", t.identities.clone()),
+        (
+            "ATTRIB_IDENTITY_STITCHING",
+            s.identity.stitching.to_string(),
+        ),
         ("ATTRIB_TOPIC_PROMO_CODES", t.promo_codes.clone()),
         ("ATTRIB_TOPIC_CONFIG", t.config.clone()),
         ("ATTRIB_TOPIC_ACTIONS", t.actions.clone()),
@@ -387,6 +392,8 @@ fn canonical(
             let src = source.unwrap_or("");
             let src = if src == s.topics.clicks || src == "clicks" {
                 "clicks"
+            } else if src == s.topics.identities || src == "identities" {
+                "identities"
             } else if src == s.topics.conversions || src == "conversions" {
                 "conversions"
             } else if src == s.topics.config || src == "config" {
@@ -430,6 +437,10 @@ fn replay_expectation(s: &Settings, records: &[GenRecord]) -> BTreeMap<String, u
     let out = Command::new(env!("CARGO_BIN_EXE_attrib"))
         .arg("replay")
         .arg(&input)
+        .env(
+            "ATTRIB_IDENTITY_STITCHING",
+            s.identity.stitching.to_string(),
+        )
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -1177,4 +1188,288 @@ fn failover_three_brokers_leaders_killed_output_is_exact() {
     inst.stop();
     assert_eq!(killed.len(), 2);
     assert_exact(&s, dir.path(), &all);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-device identity stitching: the device stage, the repartition topic, the customer stage
+// ---------------------------------------------------------------------------------------------
+
+/// One wave of a cross-device stream: first the clicks and links (identify records, clicks
+/// that carry both ids), then the conversions and the changes of the previous wave's orders.
+/// Every link and move is in an earlier phase than the conversions that depend on it; the
+/// clicks of one customer have distinct times, so the order in which different devices'
+/// records reach the customer's journey changes nothing (docs/design.md §6, Order of
+/// processing).
+fn cross_device_waves(
+    seed: u64,
+    count: usize,
+    customers: usize,
+) -> Vec<(Vec<GenRecord>, Vec<GenRecord>)> {
+    use InputTopic::*;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let base = attrib::model::time::parse_rfc3339("2026-10-01T00:00:00Z").unwrap();
+    let ts = |ms: i64| attrib::model::time::format_rfc3339(ms);
+    let mut out = Vec::new();
+    // (customer, its devices, whether each is linked yet)
+    let mut known: Vec<(String, Vec<(String, bool)>)> = Vec::new();
+    let mut orders: Vec<(String, String, String, i64)> = Vec::new(); // (key, device, customer, t)
+    let mut click_no = 0;
+    for w in 0..count {
+        let t0 = base + w as i64 * 3_600_000;
+        // Lanes: each device's records in order; lanes interleaved at random.
+        let mut links: BTreeMap<String, Vec<GenRecord>> = BTreeMap::new();
+        let mut convs: BTreeMap<String, Vec<GenRecord>> = BTreeMap::new();
+        let mut at = 0i64;
+        let mut next_t = |rng: &mut StdRng| {
+            at += 1_000 + rng.gen_range(0..1_000);
+            t0 + at
+        };
+        for c in 0..customers {
+            let cust = format!("cu-{w}-{c}");
+            let devices: Vec<(String, bool)> = (0..rng.gen_range(2..4))
+                .map(|d| (format!("d-{w}-{c}-{d}"), false))
+                .collect();
+            known.push((cust, devices));
+        }
+        let first_new = known.len() - customers;
+        for (i, (cust, devices)) in known.iter_mut().enumerate() {
+            let new = i >= first_new;
+            if !new && !rng.gen_bool(0.3) {
+                continue;
+            }
+            for (d, (device, linked)) in devices.iter_mut().enumerate() {
+                let lane = links.entry(device.clone()).or_default();
+                for _ in 0..rng.gen_range(0..3) {
+                    click_no += 1;
+                    let t = next_t(&mut rng);
+                    lane.push(rec(Clicks, device, &format!(
+                        r#"{{"type":"click","click_id":"x-{click_no}","program_id":"p1","partner_id":"pa{}","occurred_at":"{}","device_id":"{device}"}}"#,
+                        rng.gen_range(0..5), ts(t)
+                    )));
+                }
+                if *linked {
+                    continue;
+                }
+                // Link this device now: by identify (device 0), by a click with both ids
+                // (device 1); the others stay anonymous until a later wave or a conversion.
+                let t = next_t(&mut rng);
+                if d == 0 || (!new && rng.gen_bool(0.5)) {
+                    lane.push(rec(Identities, device, &format!(
+                        r#"{{"type":"identify","device_id":"{device}","customer_id":"{cust}","occurred_at":"{}"}}"#,
+                        ts(t)
+                    )));
+                    *linked = true;
+                } else if d == 1 {
+                    click_no += 1;
+                    lane.push(rec(Clicks, device, &format!(
+                        r#"{{"type":"click","click_id":"x-{click_no}","program_id":"p1","partner_id":"pa{}","occurred_at":"{}","device_id":"{device}","customer_id":"{cust}"}}"#,
+                        rng.gen_range(0..5), ts(t)
+                    )));
+                    *linked = true;
+                }
+            }
+        }
+        // Conversions: one per new customer, from one of its devices, linked or not, with
+        // the customer's id or without; a server-side one (customer only) now and then.
+        for (cust, devices) in &known[first_new..] {
+            let (device, _) = &devices[rng.gen_range(0..devices.len())];
+            let t = next_t(&mut rng) + 600_000;
+            let order = format!("o-{cust}");
+            let (key, ids) = match rng.gen_range(0..4) {
+                0 => (device.clone(), format!(r#""device_id":"{device}""#)),
+                1 => (
+                    device.clone(),
+                    format!(r#""device_id":"{device}","customer_id":"{cust}""#),
+                ),
+                2 => (cust.clone(), format!(r#""customer_id":"{cust}""#)),
+                _ => (device.clone(), format!(r#""device_id":"{device}""#)),
+            };
+            convs.entry(key.clone()).or_default().push(rec(Conversions, &key, &format!(
+                r#"{{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"{order}","occurred_at":"{}",{ids},"items":[{{"sku":"A","category":"shoes","quantity":{},"unit_price":"19.99"}}]}}"#,
+                ts(t), rng.gen_range(1..4)
+            )));
+            orders.push((key, device.clone(), cust.clone(), t));
+        }
+        // Changes of earlier orders: through the device's link, or by customer id.
+        for (_, device, cust, t) in orders.iter().filter(|o| o.3 < t0) {
+            if !rng.gen_bool(0.3) {
+                continue;
+            }
+            let order = format!("o-{cust}");
+            let (key, ids) = if rng.gen_bool(0.5) {
+                (device.clone(), format!(r#""device_id":"{device}""#))
+            } else {
+                (cust.clone(), format!(r#""customer_id":"{cust}""#))
+            };
+            convs.entry(key.clone()).or_default().push(rec(Conversions, &key, &format!(
+                r#"{{"type":"modification","program_id":"p1","event_type":"sale","order_id":"{order}","occurred_at":"{}",{ids},"items":[{{"sku":"A","quantity":1}}]}}"#,
+                ts(t + 3_600_000 * (count as i64 + 1))
+            )));
+        }
+        orders.retain(|o| o.3 >= t0);
+        // A change without ids: the DLQ, with stitching on.
+        if rng.gen_bool(0.5) {
+            convs.entry("nobody".into()).or_default().push(rec(Conversions, "nobody",
+                r#"{"type":"reversal","program_id":"p1","event_type":"sale","order_id":"o-none","occurred_at":"2026-10-02T00:00:00Z"}"#));
+        }
+        let interleave = |rng: &mut StdRng, lanes: BTreeMap<String, Vec<GenRecord>>| {
+            let mut lanes: Vec<std::collections::VecDeque<GenRecord>> = lanes
+                .into_values()
+                .map(Into::into)
+                .filter(|l: &std::collections::VecDeque<GenRecord>| !l.is_empty())
+                .collect();
+            let mut out = Vec::new();
+            while !lanes.is_empty() {
+                let i = rng.gen_range(0..lanes.len());
+                out.push(lanes[i].pop_front().unwrap());
+                if lanes[i].is_empty() {
+                    lanes.swap_remove(i);
+                }
+            }
+            out
+        };
+        let a = interleave(&mut rng, links);
+        let b = interleave(&mut rng, convs);
+        out.push((a, b));
+    }
+    out
+}
+
+/// Waits until what a read_committed consumer reads equals `want` (failing early on extras).
+fn wait_output(s: &Settings, want: &BTreeMap<String, usize>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let total: usize = want.values().sum();
+    loop {
+        let got = kafka_output(s);
+        if &got == want {
+            return;
+        }
+        let n: usize = got.values().sum();
+        if n > total || Instant::now() >= deadline {
+            assert_same(want, &got);
+            panic!("output did not reach the replay's within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Identity stitching through Kafka, exactly once: two instances run the device and customer
+/// stages; a generated cross-device stream is written in waves (links and moves before the
+/// conversions that depend on them; each wave processed before the next), and an instance is
+/// SIGKILLed during most waves (between a forward and the customer stage's commit, at times).
+/// After every wave, the read_committed output equals `replay`'s with stitching on.
+#[test]
+fn cross_device_stitching_two_instances_killed_output_is_exactly_the_replay() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((mut s, dir)) = setup(3) else {
+        return;
+    };
+    s.identity.stitching = true;
+    let _logs = Logs(dir.path().to_path_buf());
+    let mut all = tables();
+    produce(&s.brokers, &s, &all).unwrap();
+    let mut a = Instance::start(
+        settings_env(&s, "xd-a", &dir.path().join("a")),
+        dir.path().join("a.log"),
+    );
+    let mut b = Instance::start(
+        settings_env(&s, "xd-b", &dir.path().join("b")),
+        dir.path().join("b.log"),
+    );
+    let mut rng = StdRng::seed_from_u64(77);
+    let producer = attrib::tools::demo::input_producer(&s.brokers).unwrap();
+    let waves = cross_device_waves(11, 6, 12);
+    let mut cross_device_credits = 0;
+    for (w, (links, conversions)) in waves.into_iter().enumerate() {
+        for phase in [links, conversions] {
+            let kill_at = rng.gen_range(0..phase.len().max(1));
+            for (i, r) in phase.iter().enumerate() {
+                attrib::tools::demo::send_records(
+                    &producer,
+                    &s,
+                    std::slice::from_ref(r),
+                    attrib::tools::demo::Stamp::Distinct,
+                )
+                .unwrap();
+                if i == kill_at && w % 3 != 2 {
+                    let victim = if rng.gen_bool(0.5) { &mut a } else { &mut b };
+                    std::thread::sleep(Duration::from_millis(rng.gen_range(0..400)));
+                    victim.kill9();
+                    victim.restart();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            all.extend(phase);
+            wait_output(&s, &replay_expectation(&s, &all), Duration::from_secs(180));
+        }
+        eprintln!("wave {w}: output exact");
+    }
+    for (k, n) in kafka_output(&s) {
+        if k.starts_with("actions|") {
+            let v: serde_json::Value =
+                serde_json::from_str(k.splitn(3, '|').nth(2).unwrap()).unwrap();
+            if v["credits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["device_id"] != v["device_id"])
+            {
+                cross_device_credits += n;
+            }
+        }
+    }
+    assert!(
+        cross_device_credits > 5,
+        "{cross_device_credits} cross-device credits"
+    );
+    a.stop();
+    b.stop();
+    assert_exact(&s, dir.path(), &all);
+}
+
+/// With stitching on, identities must be co-partitioned with clicks and conversions: attrib
+/// does not start its tasks, and says which topics have which counts.
+#[test]
+fn stitching_refuses_identities_with_another_partition_count() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(brokers) = common::real_broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
+    s.identity.stitching = true;
+    let topics: Vec<(String, i32)> = common::topics_of(&s, 3)
+        .into_iter()
+        .map(|(t, n)| {
+            if t == s.topics.identities {
+                (t, 2)
+            } else {
+                (t, n)
+            }
+        })
+        .collect();
+    common::create_topics(&s.brokers, &topics);
+    let log = dir.path().join("a.log");
+    let mut a = Instance::start(
+        settings_env(&s, "copart", &dir.path().join("a")),
+        log.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("co-partitioned") {
+            assert!(
+                text.contains(&format!("`{}` (3 partitions)", s.topics.clicks))
+                    && text.contains(&format!("`{}` (2 partitions)", s.topics.identities)),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no co-partitioning error in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.kill9();
 }

@@ -12,6 +12,8 @@ pub enum OutputTopic {
     Actions,
     InvalidActions,
     Dlq,
+    /// Internal: the customers' repartition topic (docs/design.md §6), keyed by customer.
+    Customers,
 }
 
 impl OutputTopic {
@@ -21,6 +23,7 @@ impl OutputTopic {
             OutputTopic::Actions => "actions",
             OutputTopic::InvalidActions => "invalid_actions",
             OutputTopic::Dlq => "dlq",
+            OutputTopic::Customers => "customers-repartition",
         }
     }
 }

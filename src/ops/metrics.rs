@@ -39,6 +39,15 @@ pub struct Metrics {
     pub input_errors: IntCounterVec,
     /// Background commits abandoned because a Kafka call did not return in time.
     pub stuck_commits: IntCounter,
+    /// Identity stitching: devices linked (`created`) and records naming a linked device with
+    /// another customer (`conflict`).
+    pub links: IntCounterVec,
+    /// Identity stitching: anonymous journeys moved into a customer's.
+    pub journeys_moved: IntCounter,
+    /// Identity stitching: moved clicks and orders the customer's journey had already.
+    pub move_collisions: IntCounterVec,
+    /// Identity stitching: records and moved journeys the device stage forwarded.
+    pub forwarded: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -139,7 +148,7 @@ impl Metrics {
         r.register(Box::new(stuck_commits.clone()))
             .expect("unique metric");
         let secs = exponential_buckets(0.001, 2.0, 16).expect("valid buckets");
-        Metrics {
+        let m = Metrics {
             enforced_processing,
             stuck_commits,
             input_errors: counter_vec(
@@ -148,6 +157,36 @@ impl Metrics {
                 "Errors fetching input partitions (such as a batch that cannot be decompressed), by topic.",
                 &["topic"],
             ),
+            links: counter_vec(
+                &r,
+                "attrib_links_total",
+                "Identity stitching: devices linked to a customer (created), and records that named a linked device with another customer (conflict; the first link stands).",
+                &["result"],
+            ),
+            journeys_moved: {
+                let c = IntCounter::new(
+                    "attrib_journeys_moved_total",
+                    "Identity stitching: anonymous device journeys moved into a customer's journey at the device's first link.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            move_collisions: counter_vec(
+                &r,
+                "attrib_move_collisions_total",
+                "Identity stitching: moved clicks (click) and orders (order) dropped because the customer's journey had them already.",
+                &["kind"],
+            ),
+            forwarded: {
+                let c = IntCounter::new(
+                    "attrib_forwarded_records_total",
+                    "Identity stitching: records and moved journeys the device stage forwarded to the customer stage.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             consumed: counter_vec(
                 &r,
                 "attrib_consumed_records_total",
@@ -230,14 +269,28 @@ impl Metrics {
                 "1 once tables are loaded and assigned partitions restored.",
             ),
             registry: r,
+        };
+        // Series that start at zero, so that rates see them before the first event.
+        for result in ["created", "conflict"] {
+            m.links.with_label_values(&[result]);
         }
+        for kind in ["click", "order"] {
+            m.move_collisions.with_label_values(&[kind]);
+        }
+        m
     }
 
     /// Adds a batch's processor counters.
     pub fn record_stats(&self, s: &Stats) {
-        for (i, name) in ["clicks", "conversions", "promo_codes", "config"]
-            .iter()
-            .enumerate()
+        for (i, name) in [
+            "clicks",
+            "conversions",
+            "promo_codes",
+            "config",
+            "identities",
+        ]
+        .iter()
+        .enumerate()
         {
             if s.consumed[i] > 0 {
                 self.consumed
@@ -254,6 +307,30 @@ impl Metrics {
                 self.clicks_dropped.with_label_values(&[reason]).inc_by(n);
             }
         }
+        let st = &s.stitching;
+        for (result, n) in [
+            ("created", st.links_created),
+            ("conflict", st.link_conflicts),
+        ] {
+            if n > 0 {
+                self.links.with_label_values(&[result]).inc_by(n);
+            }
+        }
+        for (kind, n) in [
+            ("click", st.clicks_dropped_in_moves),
+            ("order", st.orders_dropped_in_moves),
+        ] {
+            if n > 0 {
+                self.move_collisions.with_label_values(&[kind]).inc_by(n);
+            }
+        }
+        if st.forwarded_applied > 0 {
+            self.consumed
+                .with_label_values(&["repartition"])
+                .inc_by(st.forwarded_applied);
+        }
+        self.journeys_moved.inc_by(st.journeys_moved);
+        self.forwarded.inc_by(st.records_forwarded);
     }
 
     /// Adds a batch's outputs, aggregated first so that each label set is touched once.

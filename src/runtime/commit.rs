@@ -1,7 +1,6 @@
 //! Committing a batch: transactions per task under `exactly_once`, offsets under `at_least_once`.
 
 use super::{clients::*, emit::*, task::*, worker::*};
-use crate::model::records::InputTopic;
 use crate::ops::metrics::Metrics;
 use crate::state::changelog::Marker;
 use crate::state::store::StateWrite;
@@ -108,8 +107,8 @@ impl Worker {
             let mut tpl = TopicPartitionList::new();
             let mut positions = Vec::new();
             for (topic, position) in &task.positions {
-                let kind = self.input_topic(topic);
-                let next = self.offsets.get(&(kind, p)).copied().unwrap_or(*position);
+                let stream = self.stream_of(topic)?;
+                let next = self.offsets.get(&(stream, p)).copied().unwrap_or(*position);
                 positions.push((topic.clone(), next));
                 tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
                 if let Some(mut e) = tpl.find_partition(topic, p) {
@@ -179,6 +178,10 @@ impl Worker {
                     m.transactions.with_label_values(&["commit"]).inc();
                     task.head = Some(task.next_segment());
                     task.seq += 1;
+                    if let Some((_, o)) = job.positions.iter().find(|(t, _)| *t == self.repartition)
+                    {
+                        self.purge.committed(job.partition, *o);
+                    }
                     task.positions = job.positions;
                 }
                 Joined::Stuck => {
@@ -247,17 +250,18 @@ impl Worker {
             bail!("{errors} output records were not delivered");
         }
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in &self.offsets {
-            let name = match t {
-                InputTopic::Clicks => &self.settings.topics.clicks,
-                _ => &self.settings.topics.conversions,
-            };
-            tpl.add_partition_offset(name, *p, Offset::Offset(*o))?;
+        for ((stream, p), o) in &self.offsets {
+            tpl.add_partition_offset(self.stream_topic(*stream), *p, Offset::Offset(*o))?;
         }
         if tpl.count() > 0 {
             consumer
                 .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
                 .context("cannot commit offsets")?;
+        }
+        for ((stream, p), o) in &self.offsets {
+            if *stream == super::topology::CUSTOMERS {
+                self.purge.committed(*p, *o);
+            }
         }
         self.handles
             .metrics
@@ -274,6 +278,7 @@ impl Worker {
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
         self.handles.commits.fetch_add(1, Ordering::AcqRel);
+        self.purge.maybe_run(&self.settings, &self.repartition);
     }
 
     /// Aborts every open transaction.

@@ -4,6 +4,7 @@ use super::{admin::*, clients::*, task::*, worker::*};
 use crate::formats::codec::{Encoded, OutputTopic};
 use crate::model::output::OutRecord;
 use crate::ops::settings::Settings;
+use crate::stage::attribution::Forward;
 use crate::state::changelog::Marker;
 use crate::state::store::{META_CHANGELOG_KEY, StateWrite};
 use anyhow::{Context, Result, bail};
@@ -23,6 +24,8 @@ pub(super) struct OutPartitions {
     pub(super) actions: Option<i32>,
     pub(super) invalid_actions: Option<i32>,
     pub(super) dlq: Option<i32>,
+    /// The customers' repartition topic's partitions (with identity stitching on).
+    pub(super) customers: Option<i32>,
 }
 
 impl OutPartitions {
@@ -52,18 +55,63 @@ impl OutPartitions {
             actions: count(&s.topics.actions),
             invalid_actions: count(&s.topics.invalid_actions),
             dlq: count(&s.topics.dlq),
+            // Created by attrib with the inputs' count (checked at start).
+            customers: s.identity.stitching.then_some(inputs as i32),
         }
     }
 
-    /// The partition of `topic` that task `task` writes to.
-    pub(super) fn of(&self, topic: OutputTopic, task: i32) -> Option<i32> {
+    /// The partition of `topic` that task `task` writes the record keyed `key` to: the
+    /// task's own for the output topics, the key's for the repartition topic.
+    pub(super) fn of(&self, topic: OutputTopic, task: i32, key: Option<&[u8]>) -> Option<i32> {
         let n = match topic {
             OutputTopic::Actions => self.actions,
             OutputTopic::InvalidActions => self.invalid_actions,
             OutputTopic::Dlq => self.dlq,
+            OutputTopic::Customers => {
+                let n = self.customers?;
+                return Some(key_partition(key.unwrap_or_default(), n));
+            }
         }?;
         Some(task.rem_euclid(n.max(1)))
     }
+}
+
+/// The partition of `key` among `n`, as Kafka's default partitioner places a keyed record
+/// (murmur2 of the key, made positive, modulo `n`), so that tools agree on where a customer's
+/// records are.
+pub(super) fn key_partition(key: &[u8], n: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % n.max(1) as u32) as i32
+}
+
+/// Kafka's `Utils.murmur2` (seed 0x9747b28c).
+pub(super) fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
 }
 
 /// Waits until every record sent is acknowledged (or failed). rdkafka's `flush` on a
@@ -191,17 +239,30 @@ impl Worker {
             value,
             headers,
         } = crate::formats::codec::encode(o, self.formats, self.avro_out.as_ref())?;
+        let e = Encoded {
+            topic,
+            key,
+            value,
+            headers,
+        };
+        self.send_encoded_or_defer(partition, e)
+    }
+
+    /// Sends in `partition`'s transaction, or keeps for the next one while the previous
+    /// commits.
+    fn send_encoded_or_defer(&mut self, partition: i32, e: Encoded) -> Result<()> {
         self.begin(partition)?;
         if let Some(task) = self.tasks.get_mut(&partition).filter(|t| t.committing) {
-            task.deferred.push(Encoded {
-                topic,
-                key,
-                value,
-                headers,
-            });
+            task.deferred.push(e);
             return Ok(());
         }
-        self.send_encoded(partition, topic, key.as_deref(), value.as_deref(), &headers)
+        self.send_encoded(
+            partition,
+            e.topic,
+            e.key.as_deref(),
+            e.value.as_deref(),
+            &e.headers,
+        )
     }
 
     pub(super) fn send_encoded(
@@ -217,15 +278,27 @@ impl Worker {
             OutputTopic::Actions => &t.actions,
             OutputTopic::InvalidActions => &t.invalid_actions,
             OutputTopic::Dlq => &t.dlq,
+            OutputTopic::Customers => &self.repartition,
         };
         send(
             self.producer(partition)?,
             name,
-            self.out_partitions.of(topic, partition),
+            self.out_partitions.of(topic, partition, key),
             key,
             value,
             headers,
         )
+    }
+
+    /// Forwards a record to the customer stage, in `partition`'s transaction.
+    pub(super) fn send_forward(&mut self, partition: i32, f: &Forward) -> Result<()> {
+        let e = Encoded {
+            topic: OutputTopic::Customers,
+            key: Some(f.customer.as_bytes().to_vec()),
+            value: Some(f.payload.encode()),
+            headers: Vec::new(),
+        };
+        self.send_encoded_or_defer(partition, e)
     }
 
     pub(super) fn send_changelog_writes(
@@ -258,5 +331,27 @@ impl Worker {
             Some(&marker.encode()),
             &[],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of Kafka's `Utils.murmur2` (its unit tests and the Java client's placements).
+    #[test]
+    fn murmur2_is_kafkas() {
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+        for n in 1..8 {
+            assert!((0..n).contains(&key_partition(b"cu-9", n)));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! What the processing thread shares with the HTTP server, the demo and the tests.
 
+use crate::model::identity::{self, JourneyRef, Link};
 use crate::model::journey::Journey;
 use crate::ops::http::JourneyLookup;
 use crate::ops::metrics::Metrics;
@@ -34,37 +35,83 @@ impl Default for Handles {
 }
 
 impl Handles {
-    /// Looks a journey key up in every partition of the open store.
+    /// Looks a journey key up in every partition of the open store: the journey stored under
+    /// the key (a device's anonymous journey, with stitching on), and with stitching on the
+    /// device's link and its customer's journey, and the journey of a customer of that id.
     pub fn journey_lookup(&self) -> JourneyLookup {
         let db = self.db.clone();
         Arc::new(move |key: &[u8]| {
             let Some(db) = db.lock().expect("db lock").clone() else {
                 return Ok(None);
             };
-            let mut found = Vec::new();
-            for item in db.prefix_iterator(b"m") {
-                let (k, _) = item?;
-                if k.first() != Some(&b'm') || k.len() != 5 {
-                    break;
-                }
-                let p = i32::from_be_bytes([k[1], k[2], k[3], k[4]]);
+            let partitions = stored_partitions(&db)?;
+            let get = |p: i32, k: &[u8]| -> anyhow::Result<Option<Vec<u8>>> {
                 let mut jk = vec![b'j'];
                 jk.extend_from_slice(&p.to_be_bytes());
-                jk.extend_from_slice(key);
-                if let Some(v) = db.get(&jk)? {
-                    let j = Journey::decode(&v)?;
-                    found.push(serde_json::json!({ "partition": p, "journey": journey_json(&j) }));
+                jk.extend_from_slice(k);
+                Ok(db.get(&jk)?)
+            };
+            let journeys_of = |k: &[u8]| -> anyhow::Result<Vec<serde_json::Value>> {
+                let mut found = Vec::new();
+                for &p in &partitions {
+                    if let Some(v) = get(p, k)? {
+                        let j = Journey::decode(&v)?;
+                        found.push(
+                            serde_json::json!({ "partition": p, "journey": journey_json(&j) }),
+                        );
+                    }
+                }
+                Ok(found)
+            };
+            let found = journeys_of(key)?;
+            let mut lk = Vec::new();
+            identity::link_key(key, &mut lk);
+            let mut link = None;
+            for &p in &partitions {
+                if let Some(v) = get(p, &lk)? {
+                    link = Some((p, Link::decode(&v)?));
                 }
             }
-            Ok(if found.is_empty() {
-                None
-            } else {
-                Some(
-                    serde_json::json!({ "key": String::from_utf8_lossy(key), "partitions": found }),
-                )
-            })
+            let customer_key = |c: &str| {
+                let mut k = Vec::new();
+                JourneyRef::Customer(c).store_key(&mut k);
+                k
+            };
+            let as_customer = journeys_of(&customer_key(&String::from_utf8_lossy(key)))?;
+            if found.is_empty() && link.is_none() && as_customer.is_empty() {
+                return Ok(None);
+            }
+            let mut out = serde_json::json!({
+                "key": String::from_utf8_lossy(key),
+                "partitions": found,
+            });
+            if let Some((p, l)) = link {
+                out["link"] = serde_json::json!({
+                    "partition": p,
+                    "customer_id": l.customer_id,
+                    "seen_at": crate::model::time::format_rfc3339(l.seen_at),
+                    "customer_journey": journeys_of(&customer_key(&l.customer_id))?,
+                });
+            }
+            if !as_customer.is_empty() {
+                out["customer_journey"] = serde_json::Value::Array(as_customer);
+            }
+            Ok(Some(out))
         })
     }
+}
+
+/// The partitions the store holds metadata for.
+fn stored_partitions(db: &rocksdb::DB) -> anyhow::Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for item in db.prefix_iterator(b"m") {
+        let (k, _) = item?;
+        if k.first() != Some(&b'm') || k.len() != 5 {
+            break;
+        }
+        out.push(i32::from_be_bytes([k[1], k[2], k[3], k[4]]));
+    }
+    Ok(out)
 }
 
 pub(super) fn journey_json(j: &Journey) -> serde_json::Value {

@@ -27,8 +27,26 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// The input streams of a task, in tie-break order.
-pub const STREAMS: usize = 2;
+/// The most input streams a task has: clicks, conversions and identities (merged by timestamp,
+/// in this tie-break order) and the customers' repartition topic (with stitching on).
+pub const STREAMS: usize = 4;
+
+/// Which of a task's streams are merged by timestamp, and which are taken as they come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSet {
+    /// Streams `0..merged` are merged in timestamp order (and waited for, see the module).
+    pub merged: usize,
+    /// Streams `merged..merged + free` are independent of the others (another stage's input,
+    /// with state of its own): their records go as soon as they are buffered.
+    pub free: usize,
+}
+
+impl Default for StreamSet {
+    /// Clicks and conversions.
+    fn default() -> Self {
+        StreamSet { merged: 2, free: 0 }
+    }
+}
 
 /// How long a task waits, and how much it buffers.
 #[derive(Clone, Copy, Debug)]
@@ -159,6 +177,7 @@ struct Task {
 #[derive(Debug, Default)]
 pub struct TaskInputs {
     settings: OrderSettings,
+    streams: StreamSet,
     tasks: BTreeMap<i32, Task>,
     /// Records processed ahead of a partition that was waited for `max_task_idle` in vain.
     pub enforced: u64,
@@ -166,8 +185,14 @@ pub struct TaskInputs {
 
 impl TaskInputs {
     pub fn new(settings: OrderSettings) -> Self {
+        Self::with_streams(settings, StreamSet::default())
+    }
+
+    pub fn with_streams(settings: OrderSettings, streams: StreamSet) -> Self {
+        assert!(streams.merged + streams.free <= STREAMS && streams.merged > 0);
         TaskInputs {
             settings,
+            streams,
             tasks: BTreeMap::new(),
             enforced: 0,
         }
@@ -305,24 +330,36 @@ impl TaskInputs {
         let Some(task) = self.tasks.get_mut(&partition) else {
             return Next::Empty;
         };
-        let heads: [Option<&Entry>; STREAMS] = [
-            task.streams[0].records.front(),
-            task.streams[1].records.front(),
-        ];
-        let (stream, other) = match heads {
-            [None, None] => {
-                task.waiting_since = None;
-                return Next::Empty;
+        let StreamSet { merged, free } = self.streams;
+        if let Some(f) = (merged..merged + free).find(|&f| !task.streams[f].records.is_empty()) {
+            return Next::Take(f);
+        }
+        // The lowest timestamp among the merged streams' heads; ties to the lower stream.
+        let mut head: Option<(usize, &Entry)> = None;
+        let mut all_at_end = true;
+        let mut any_empty = false;
+        for (i, buf) in task.streams[..merged].iter().enumerate() {
+            match buf.records.front() {
+                Some(e) => {
+                    if head.is_none_or(|(_, h)| e.timestamp < h.timestamp) {
+                        head = Some((i, e));
+                    }
+                }
+                None => {
+                    any_empty = true;
+                    all_at_end &= buf.at_end;
+                }
             }
-            [Some(a), Some(b)] => {
-                task.waiting_since = None;
-                return Next::Take(if b.timestamp < a.timestamp { 1 } else { 0 });
-            }
-            [Some(_), None] => (0, 1),
-            [None, Some(_)] => (1, 0),
+        }
+        let Some((stream, head)) = head else {
+            task.waiting_since = None;
+            return Next::Empty;
         };
-        let head = heads[stream].expect("the non-empty stream");
-        if task.streams[other].at_end {
+        if !any_empty {
+            task.waiting_since = None;
+            return Next::Take(stream);
+        }
+        if all_at_end {
             task.waiting_since = None;
             let due = head.buffered_at + s.grace;
             return if now >= due {

@@ -4,10 +4,11 @@ use super::{admin::*, clients::*, emit::*, handles::*, reader::*, worker::*};
 use crate::model::records::InputTopic;
 use crate::model::time::now_ms;
 use crate::ops::settings::{Guarantee, Settings};
-use crate::runtime::input_order::{STREAMS, TaskInputs};
-use crate::stage::attribution::{InRecord, Processor};
+use crate::runtime::input_order::TaskInputs;
+use crate::runtime::topology::{repartition_topic, stream_set, stream_topics};
+use crate::stage::attribution::{InRecord, Processor, Stitching};
 use crate::state::store::RocksStore;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -98,16 +99,12 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         reader_config(settings, &format!("tables-{}", settings.instance_id()))
             .create_with_context(LogContext)?;
     wait_for_cluster(settings, &tables, &h.shutdown, &h.heartbeat)?;
-    let clicks_partitions = partition_count(&tables, &t.clicks)?;
-    let conv_partitions = partition_count(&tables, &t.conversions)?;
-    if clicks_partitions != conv_partitions {
-        bail!(
-            "topics `{}` ({clicks_partitions} partitions) and `{}` ({conv_partitions}) must have the same number of partitions",
-            t.clicks,
-            t.conversions
-        );
-    }
-    ensure_changelog(settings, &tables, clicks_partitions)?;
+    let clicks_partitions = check_copartitioned(settings, &tables)?;
+    ensure_internal_topics(settings, &tables, clicks_partitions)?;
+    let stream_names: Vec<Arc<str>> = stream_topics(settings)
+        .iter()
+        .map(|n| Arc::from(n.as_str()))
+        .collect();
 
     let state_dir = settings.state_dir.join(&settings.application_id);
     let trusted_at = take_marker(settings);
@@ -134,6 +131,13 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             settings.engine_settings(),
             settings.limits.clone(),
         )
+        // With stitching on, each task runs the device stage over its input partitions and
+        // the customer stage over its repartition partition (docs/exactly-once.md).
+        .with_stitching_mode(if settings.identity.stitching {
+            Stitching::Forward
+        } else {
+            Stitching::Off
+        })
         // Avro input is recognised per record whatever the output format; JSON is unaffected.
         .with_avro(Arc::new(crate::formats::avro::AvroInput::from_settings(
             settings,
@@ -153,6 +157,8 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         handles: h.clone(),
         failed: None,
         changelog: settings.changelog_topic(),
+        repartition: repartition_topic(&settings.application_id),
+        purge: Default::default(),
         last_usage: Instant::now() - Duration::from_secs(60),
         last_sweep: Instant::now(),
         next_sweep: 0,
@@ -160,9 +166,9 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         formats: crate::formats::codec::TopicFormats::from_settings(settings),
         out_partitions: OutPartitions::read(settings, &tables, clicks_partitions),
         in_flight: None,
-        inputs: TaskInputs::new(settings.order_settings()),
+        inputs: TaskInputs::with_streams(settings.order_settings(), stream_set(settings)),
         scratch_partitions: Vec::new(),
-        stream_names: [t.clicks.as_str().into(), t.conversions.as_str().into()],
+        stream_names: stream_names.clone(),
         wake: wake.clone(),
         enforced_logged: None,
     }));
@@ -204,12 +210,12 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     // separately and knows which one has reached its end (librdkafka keeps the split across
     // assignments). Records that reach the consumer's queue anyway are buffered the same way.
     // Series that start at zero, so that rates and alerts see them before the first error.
-    for topic in [&t.clicks, &t.conversions] {
-        h.metrics.input_errors.with_label_values(&[topic.as_str()]);
+    for topic in &stream_names {
+        h.metrics.input_errors.with_label_values(&[&**topic]);
     }
-    let mut queues = Vec::with_capacity(clicks_partitions * STREAMS);
+    let mut queues = Vec::with_capacity(clicks_partitions * stream_names.len());
     for p in 0..clicks_partitions as i32 {
-        for (stream, topic) in [&t.clicks, &t.conversions].into_iter().enumerate() {
+        for (stream, topic) in stream_names.iter().map(|n| &**n).enumerate() {
             let mut q = consumer
                 .split_partition_queue(topic, p)
                 .ok_or_else(|| anyhow!("cannot make a queue for {topic} [{p}]"))?;
@@ -223,7 +229,8 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             });
         }
     }
-    consumer.subscribe(&[&t.clicks, &t.conversions])?;
+    let subscribed: Vec<&str> = stream_names.iter().map(|n| &**n).collect();
+    consumer.subscribe(&subscribed)?;
     let interval = Duration::from_millis(settings.commit_interval_ms);
     let mut last_commit = Instant::now();
     let mut last_tables = Instant::now() - Duration::from_secs(1);
@@ -254,7 +261,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
                 let mut w = worker.lock().expect("worker lock");
                 match msg {
                     Ok(m) => {
-                        let stream = usize::from(m.topic() != t.clicks);
+                        let stream = w.stream_of(m.topic())?;
                         w.buffer(stream, &m, (Instant::now(), now_ms()), &consumer);
                         read += 1;
                     }

@@ -115,10 +115,9 @@ impl Worker {
         c.set("group.id", &self.settings.application_id)
             .set("enable.auto.commit", "false");
         let group: BaseConsumer<LogContext> = c.create_with_context(LogContext)?;
-        let t = &self.settings.topics;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            for topic in [&t.clicks, &t.conversions] {
+            for topic in &self.stream_names {
                 tpl.add_partition(topic, *p);
             }
             // Only exactly_once commits an offset on the changelog (one left over from a run

@@ -24,7 +24,6 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
     // settings librdkafka refuses.
     let listener = rt.block_on(crate::ops::http::bind(addr))?;
     check_client_settings(&settings)?;
-    check_stitching(&settings)?;
     let http_state = HttpState {
         metrics: handles.metrics.clone(),
         ready: handles.ready.clone(),
@@ -94,17 +93,6 @@ pub(super) fn check_client_settings(s: &Settings) -> Result<()> {
 }
 
 /// Runs the pipeline until shutdown, restarting it (with backoff) after errors.
-/// `identity.stitching` needs the two-stage topology of docs/design.md §6, which `run` does not
-/// have yet: refused at start rather than run without it.
-fn check_stitching(settings: &Settings) -> Result<()> {
-    if settings.identity.stitching {
-        anyhow::bail!(
-            "invalid config: `identity.stitching` (ATTRIB_IDENTITY_STITCHING) is true, but `attrib run` does not implement cross-device stitching in this version (`attrib replay` does); set it to false"
-        );
-    }
-    Ok(())
-}
-
 pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
     let mut backoff = Duration::from_millis(500);
     loop {

@@ -51,6 +51,53 @@ impl TaskId {
     }
 }
 
+/// A task's input streams, in the order of its input merge (see
+/// [`crate::runtime::input_order`]): clicks, conversions and, with identity stitching on,
+/// identities (the device stage's inputs, merged by timestamp), then the customers'
+/// repartition topic (the customer stage's input, taken as it comes).
+pub const CLICKS: usize = 0;
+pub const CONVERSIONS: usize = 1;
+pub const IDENTITIES: usize = 2;
+pub const CUSTOMERS: usize = 3;
+
+/// The internal topic through which the device stage forwards customers' records to the
+/// customer stage (docs/design.md §6).
+pub fn repartition_topic(application_id: &str) -> String {
+    format!("{application_id}-customers-repartition")
+}
+
+/// The topics of a task's input streams under `s`, by stream index.
+pub fn stream_topics(s: &crate::ops::settings::Settings) -> Vec<String> {
+    let t = &s.topics;
+    let mut topics = vec![t.clicks.clone(), t.conversions.clone()];
+    if s.identity.stitching {
+        topics.push(t.identities.clone());
+        topics.push(repartition_topic(&s.application_id));
+    }
+    topics
+}
+
+/// How a task's streams are ordered under `s`.
+pub fn stream_set(s: &crate::ops::settings::Settings) -> crate::runtime::input_order::StreamSet {
+    use crate::runtime::input_order::StreamSet;
+    if s.identity.stitching {
+        StreamSet { merged: 3, free: 1 }
+    } else {
+        StreamSet { merged: 2, free: 0 }
+    }
+}
+
+/// The input topic kind of a stream (the customers' stream carries forwarded records of
+/// clicks and conversions, told apart by their payload).
+pub fn stream_input_topic(stream: usize) -> crate::model::records::InputTopic {
+    use crate::model::records::InputTopic;
+    match stream {
+        CLICKS => InputTopic::Clicks,
+        IDENTITIES => InputTopic::Identities,
+        _ => InputTopic::Conversions,
+    }
+}
+
 /// The changelog topic of a stage's store.
 pub fn changelog_topic(application_id: &str, stage: StageId) -> String {
     format!("{application_id}-{}-changelog", stage.store())

@@ -1,14 +1,15 @@
 //! The processing thread's state, and how a batch of input records becomes outputs.
 
-use super::{clients::*, emit::*, handles::*, poll::*, task::*};
+use super::topology::{CUSTOMERS, stream_input_topic};
+use super::{admin::Purge, clients::*, emit::*, handles::*, poll::*, task::*};
 use crate::model::output::{DlqRecord, OutRecord};
 use crate::model::records::InputTopic;
 use crate::model::time::now_ms;
 use crate::ops::settings::Settings;
-use crate::runtime::input_order::{Flow, Next, STREAMS, TaskInputs};
-use crate::stage::attribution::{InRecord, Processor};
+use crate::runtime::input_order::{Flow, Next, TaskInputs};
+use crate::stage::attribution::{Forward, ForwardPayload, InRecord, Processor};
 use crate::state::store::StateWrite;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -28,8 +29,8 @@ pub(super) struct Worker {
     pub(super) tasks: BTreeMap<i32, Task>,
     pub(super) delivery_errors: Arc<AtomicU64>,
     pub(super) eos: bool,
-    /// Next offsets to commit, per (topic, partition).
-    pub(super) offsets: HashMap<(InputTopic, i32), i64>,
+    /// Next offsets to commit, per (stream, partition).
+    pub(super) offsets: HashMap<(usize, i32), i64>,
     /// Outputs of the current batch (for metrics at commit).
     pub(super) outputs: Vec<OutRecord>,
     pub(super) scratch: Vec<OutRecord>,
@@ -43,6 +44,10 @@ pub(super) struct Worker {
     pub(super) handles: Handles,
     pub(super) failed: Option<anyhow::Error>,
     pub(super) changelog: String,
+    /// The customers' repartition topic (used with identity stitching on).
+    pub(super) repartition: String,
+    /// Deletes committed repartition records.
+    pub(super) purge: Purge,
     pub(super) last_usage: Instant,
     pub(super) last_sweep: Instant,
     pub(super) next_sweep: i32,
@@ -56,8 +61,9 @@ pub(super) struct Worker {
     pub(super) inputs: TaskInputs,
     /// The assigned partitions, reused by [`Worker::process_ready`].
     pub(super) scratch_partitions: Vec<i32>,
-    /// The clicks and conversions topics' names, shared with each record processed.
-    pub(super) stream_names: [Arc<str>; STREAMS],
+    /// The names of the task's input streams' topics, by stream
+    /// ([`super::topology::stream_topics`]), shared with each record processed.
+    pub(super) stream_names: Vec<Arc<str>>,
     /// Wakes the processing thread (records arrived, a background commit ended).
     pub(super) wake: Arc<Wake>,
     /// When enforced processing was last logged (at most every 30 s).
@@ -65,13 +71,13 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// The input topic kind of a consumed topic's name.
-    pub(super) fn input_topic(&self, name: &str) -> InputTopic {
-        if name == self.settings.topics.clicks {
-            InputTopic::Clicks
-        } else {
-            InputTopic::Conversions
-        }
+    /// The stream of a consumed topic: every topic the consumer reads is one of the task's
+    /// streams; anything else is refused, never taken for another topic.
+    pub(super) fn stream_of(&self, topic: &str) -> Result<usize> {
+        self.stream_names
+            .iter()
+            .position(|n| &**n == topic)
+            .ok_or_else(|| anyhow::anyhow!("record of topic `{topic}`, which no task reads"))
     }
 
     pub(super) fn txn_open(&self) -> bool {
@@ -124,12 +130,7 @@ impl Worker {
     }
 
     pub(super) fn stream_topic(&self, stream: usize) -> &str {
-        let t = &self.settings.topics;
-        if stream == 0 {
-            &t.clicks
-        } else {
-            &t.conversions
-        }
+        &self.stream_names[stream]
     }
 
     /// Processes what the tasks' input order allows (at most up to the batch size); returns
@@ -174,21 +175,16 @@ impl Worker {
                 match inputs.next(p, now) {
                     Next::Take(stream) => {
                         let r = inputs.front(stream, p).expect("a head to take");
-                        let topic = if stream == 0 {
-                            InputTopic::Clicks
-                        } else {
-                            InputTopic::Conversions
-                        };
                         let source = self.stream_names[stream].clone();
                         let rec = InRecord {
-                            topic,
+                            topic: stream_input_topic(stream),
                             source_topic: &source,
                             partition: p,
                             offset: r.offset,
                             key: r.key,
                             value: r.value,
                         };
-                        self.handle(&rec)?;
+                        self.handle(stream, &rec)?;
                         let flow = inputs.pop(stream, p);
                         self.flow(consumer, stream, p, flow);
                     }
@@ -204,19 +200,32 @@ impl Worker {
         Ok(wake)
     }
 
-    pub(super) fn handle(&mut self, rec: &InRecord<'_>) -> Result<()> {
+    pub(super) fn handle(&mut self, stream: usize, rec: &InRecord<'_>) -> Result<()> {
         let partition = rec.partition;
         // Begins the task's transaction even when the record has no output: its offset is
         // committed in it.
         self.begin(partition)?;
         let mut out = std::mem::take(&mut self.scratch);
-        self.processor.process(rec, now_ms(), &mut out)?;
+        if stream == CUSTOMERS {
+            // The customer stage: a record the device stage forwarded, keyed by the customer.
+            let payload = ForwardPayload::decode(rec.value.unwrap_or_default())
+                .with_context(|| format!("{} [{partition}] at {}", rec.source_topic, rec.offset))?;
+            self.processor
+                .process_forwarded(rec, payload, now_ms(), &mut out)?;
+        } else {
+            self.processor.process(rec, now_ms(), &mut out)?;
+            // The device stage's forwards, in order, through this task's producer.
+            let forwards: Vec<Forward> = self.processor.take_forwards().collect();
+            for f in forwards {
+                self.send_forward(partition, &f)?;
+            }
+        }
         for o in out.drain(..) {
             self.send_output(partition, &o)?;
             self.outputs.push(o);
         }
         self.scratch = out;
-        self.offsets.insert((rec.topic, partition), rec.offset + 1);
+        self.offsets.insert((stream, partition), rec.offset + 1);
         self.processed += 1;
         Ok(())
     }

@@ -61,6 +61,8 @@ pub struct StitchStats {
     pub orders_dropped_in_moves: u64,
     /// Records (and moved journeys) the device stage forwarded to the customer stage.
     pub records_forwarded: u64,
+    /// Forwarded records (and moves) the customer stage applied.
+    pub forwarded_applied: u64,
 }
 
 impl Stats {

@@ -184,15 +184,20 @@ pub fn read_topics(brokers: &str, topics: &[&str]) -> Result<Vec<ReadBack>> {
     Ok(out)
 }
 
-/// Waits until the pipeline has committed `n` journey records (the consumed-records metric is
-/// updated when a batch commits, together with its outputs).
+/// Waits until the pipeline has committed `n` journey records (clicks, conversions, identify
+/// records), and, with identity stitching on, the customer stage every record the device stage
+/// forwarded (the metrics are updated when a batch commits, together with its outputs).
 pub fn wait_consumed(h: &Handles, n: u64, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let m = &h.metrics.consumed;
-        let got =
-            m.with_label_values(&["clicks"]).get() + m.with_label_values(&["conversions"]).get();
-        if got >= n {
+        let got: u64 = ["clicks", "conversions", "identities"]
+            .iter()
+            .map(|t| m.with_label_values(&[t]).get())
+            .sum();
+        let forwarded = h.metrics.forwarded.get();
+        let applied = m.with_label_values(&["repartition"]).get();
+        if got >= n && applied >= forwarded {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -222,11 +227,16 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     settings.state_dir = state.path().to_path_buf();
     settings.http_addr = format!("127.0.0.1:{port}");
     settings.application_id = "attrib-demo".into();
+    // Cross-device identity stitching (docs/design.md §6): the two-stage topology.
+    settings.identity.stitching = true;
     let t = settings.topics.clone();
+    let repartition = crate::runtime::topology::repartition_topic(&settings.application_id);
     for (name, parts) in [
         (&t.clicks, PARTITIONS),
         (&t.conversions, PARTITIONS),
+        (&t.identities, PARTITIONS),
         (&settings.changelog_topic(), PARTITIONS),
+        (&repartition, PARTITIONS),
         (&t.actions, PARTITIONS),
         (&t.promo_codes, 1),
         (&t.config, 1),
@@ -236,7 +246,12 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
         cluster.create_topic(name, parts, 1)?;
     }
     let devices = (clicks / 8).max(10);
-    let w = workload::generate(42, clicks, devices);
+    let mut w = workload::generate(42, clicks, devices);
+    let customers = (devices / 10).max(5);
+    let x = workload::cross_device(43, customers);
+    w.clicks.extend(x.clicks);
+    w.identities.extend(x.identities);
+    w.conversions.extend(x.conversions);
     println!("attrib demo: mock Kafka cluster at {brokers}");
     println!(
         "  workload: {} table records, {} clicks on {} devices, {} conversions, {} modifications/reversals",
@@ -245,6 +260,10 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
         devices,
         w.conversions.len(),
         w.changes.len()
+    );
+    println!(
+        "  cross-device: {customers} customers click on a laptop, log in ({} identify records) and buy on a phone (identity stitching on)",
+        w.identities.len()
     );
     produce(&brokers, &settings, &w.tables)?;
 
@@ -275,6 +294,7 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     let mut expected = 0u64;
     for (label, batch) in [
         ("clicks", &w.clicks),
+        ("identities", &w.identities),
         ("conversions", &w.conversions),
         ("changes", &w.changes),
     ] {
@@ -327,6 +347,7 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
     let mut invalid: BTreeMap<String, u64> = BTreeMap::new();
     let mut dlq: Vec<String> = Vec::new();
     let mut samples: Vec<serde_json::Value> = Vec::new();
+    let mut cross_device: Vec<serde_json::Value> = Vec::new();
     let mut tests = 0;
     for r in out {
         let v: Option<serde_json::Value> = r
@@ -369,6 +390,15 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
                     .or_default();
                 e.0 += 1;
             }
+        }
+        if v["change"] == "created"
+            && v["credits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["device_id"].is_string() && c["device_id"] != v["device_id"])
+        {
+            cross_device.push(v.clone());
         }
         if v["change"] == "created"
             && v["journey"]["total"].as_u64().unwrap_or(0) >= 3
@@ -467,10 +497,42 @@ fn print_summary(s: &Settings, out: &[ReadBack], h: &Handles) {
             );
         }
     }
+    println!(
+        "\nCross-device (identity stitching): {} conversions credited to a click on another device",
+        cross_device.len()
+    );
+    if let Some(v) = cross_device.first() {
+        println!(
+            "  order {} bought on {} by {}:",
+            v["order_id"].as_str().unwrap_or("?"),
+            v["device_id"].as_str().unwrap_or("?"),
+            v["customer_id"].as_str().unwrap_or("?")
+        );
+        for t in v["journey"]["touchpoints"].as_array().into_iter().flatten() {
+            println!(
+                "    {}  {:<16} {:<10} on {}",
+                t["occurred_at"].as_str().unwrap_or(""),
+                t["partner_id"].as_str().unwrap_or(""),
+                t["click_id"].as_str().unwrap_or(""),
+                t["device_id"].as_str().unwrap_or("?")
+            );
+        }
+        for c in v["credits"].as_array().into_iter().flatten() {
+            println!(
+                "    -> credited {} for click {} on {}",
+                c["partner_id"].as_str().unwrap_or(""),
+                c["click_id"].as_str().unwrap_or(""),
+                c["device_id"].as_str().unwrap_or("?")
+            );
+        }
+    }
     let m = &h.metrics;
     println!(
-        "\nmetrics: {} commits, {} rebalances",
+        "\nmetrics: {} commits, {} rebalances, {} devices linked, {} journeys moved, {} records forwarded",
         m.transactions.with_label_values(&["commit"]).get(),
-        m.rebalances.get()
+        m.rebalances.get(),
+        m.links.with_label_values(&["created"]).get(),
+        m.journeys_moved.get(),
+        m.forwarded.get()
     );
 }

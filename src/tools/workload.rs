@@ -43,11 +43,14 @@ impl GenRecord {
     }
 }
 
-/// The workload, in phases (tables, then clicks, then conversions, then changes).
+/// The workload, in phases (tables, then clicks, then identify records, then conversions,
+/// then changes).
 #[derive(Debug, Default, Clone)]
 pub struct Workload {
     pub tables: Vec<GenRecord>,
     pub clicks: Vec<GenRecord>,
+    /// Identify records (read with identity stitching on); only [`cross_device`] makes them.
+    pub identities: Vec<GenRecord>,
     pub conversions: Vec<GenRecord>,
     pub changes: Vec<GenRecord>,
 }
@@ -57,9 +60,56 @@ impl Workload {
         self.tables
             .iter()
             .chain(&self.clicks)
+            .chain(&self.identities)
             .chain(&self.conversions)
             .chain(&self.changes)
     }
+}
+
+/// Customers who click on one device and buy on another (docs/design.md §6), for the demo
+/// with identity stitching on, to add to [`generate`]'s workload (its programs and contracts):
+/// each customer clicks anonymously on a laptop, logs in there (an identify record), and buys
+/// on a phone with the customer id on the conversion; every third one also clicks on a tablet
+/// while logged in.
+pub fn cross_device(seed: u64, customers: usize) -> Workload {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut w = Workload::default();
+    // Partners with a contract in `shoes` active for the first 20 days (see `generate`).
+    let partners = [0, 1, 2, 3, 6].map(|i| PARTNERS[i]);
+    for c in 0..customers {
+        let (laptop, phone, tablet, cust) = (
+            format!("xl-{c}"),
+            format!("xp-{c}"),
+            format!("xt-{c}"),
+            format!("xc-{c}"),
+        );
+        let t0 = START_MS + rng.gen_range(0..15 * 86_400_000i64);
+        for k in 0..rng.gen_range(1..4) {
+            let q = partners[rng.gen_range(0..partners.len())];
+            w.clicks.push(GenRecord::new(InputTopic::Clicks, &laptop, format!(
+                r#"{{"type":"click","click_id":"xk-{c}-{k}","program_id":"shoes","partner_id":"{q}","occurred_at":"{}","device_id":"{laptop}","source":"tracking_link"}}"#,
+                ts(t0 + k * 3_600_000)
+            )));
+        }
+        if c % 3 == 0 {
+            let q = partners[rng.gen_range(0..partners.len())];
+            w.clicks.push(GenRecord::new(InputTopic::Clicks, &tablet, format!(
+                r#"{{"type":"click","click_id":"xk-{c}-t","program_id":"shoes","partner_id":"{q}","occurred_at":"{}","device_id":"{tablet}","customer_id":"{cust}","source":"app"}}"#,
+                ts(t0 + 5 * 3_600_000)
+            )));
+        }
+        w.identities.push(GenRecord::new(InputTopic::Identities, &laptop, format!(
+            r#"{{"type":"identify","device_id":"{laptop}","customer_id":"{cust}","occurred_at":"{}"}}"#,
+            ts(t0 + 6 * 3_600_000)
+        )));
+        w.conversions.push(GenRecord::new(InputTopic::Conversions, &phone, format!(
+            r#"{{"type":"conversion","program_id":"shoes","event_type":"sale","order_id":"xo-{c}","occurred_at":"{}","device_id":"{phone}","customer_id":"{cust}","currency":"USD","items":[{{"sku":"SKU-{}","category":"jackets","quantity":1,"unit_price":"{}.00"}}]}}"#,
+            ts(t0 + rng.gen_range(1..4) * 86_400_000),
+            c % 7,
+            40 + c % 60
+        )));
+    }
+    w
 }
 
 pub const PROGRAMS: [(&str, &str, &str); 4] = [
@@ -280,23 +330,23 @@ pub fn generate(seed: u64, clicks: usize, devices: usize) -> Workload {
             w.changes.push(GenRecord::new(
                 InputTopic::Conversions,
                 format!("d-{d}"),
-                format!(r#"{{"type":"modification","program_id":"{p}","event_type":"{event}","order_id":"o-{n}","occurred_at":"{}","items":[{{"sku":"SKU-0","quantity":0}}],"order_subtotal":"20.00","reason":"item_returned"}}"#, ts(t + 86_400_000)),
+                format!(r#"{{"type":"modification","program_id":"{p}","event_type":"{event}","order_id":"o-{n}","occurred_at":"{}","device_id":"d-{d}","items":[{{"sku":"SKU-0","quantity":0}}],"order_subtotal":"20.00","reason":"item_returned"}}"#, ts(t + 86_400_000)),
             ));
         } else if i % 25 == 4 {
             w.changes.push(GenRecord::new(
                 InputTopic::Conversions,
                 format!("d-{d}"),
-                format!(r#"{{"type":"reversal","program_id":"{p}","event_type":"{event}","order_id":"o-{n}","occurred_at":"{}","reason":"cons_fraud"}}"#, ts(t + 2 * 86_400_000)),
+                format!(r#"{{"type":"reversal","program_id":"{p}","event_type":"{event}","order_id":"o-{n}","occurred_at":"{}","device_id":"d-{d}","reason":"cons_fraud"}}"#, ts(t + 2 * 86_400_000)),
             ));
         } else if i % 101 == 6 {
             // Too late: after locking.
             w.changes.push(GenRecord::new(
                 InputTopic::Conversions,
                 format!("d-{d}"),
-                format!(r#"{{"type":"reversal","program_id":"{p}","event_type":"{event}","order_id":"o-{n}","occurred_at":"{}","reason":"late"}}"#, ts(t + 50 * 86_400_000)),
+                format!(r#"{{"type":"reversal","program_id":"{p}","event_type":"{event}","order_id":"o-{n}","occurred_at":"{}","device_id":"d-{d}","reason":"late"}}"#, ts(t + 50 * 86_400_000)),
             ));
         }
     }
-    w.changes.push(GenRecord::new(InputTopic::Conversions, "d-4", r#"{"type":"reversal","program_id":"shoes","event_type":"sale","order_id":"never-seen","occurred_at":"2026-10-20T00:00:00Z"}"#.into()));
+    w.changes.push(GenRecord::new(InputTopic::Conversions, "d-4", r#"{"type":"reversal","program_id":"shoes","event_type":"sale","order_id":"never-seen","occurred_at":"2026-10-20T00:00:00Z","device_id":"d-4"}"#.into()));
     w
 }

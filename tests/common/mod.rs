@@ -51,6 +51,7 @@ pub fn test_settings(brokers: &str, guarantee: Guarantee, state_dir: &std::path:
     for name in [
         &mut t.clicks,
         &mut t.conversions,
+        &mut t.identities,
         &mut t.promo_codes,
         &mut t.config,
         &mut t.actions,
@@ -68,6 +69,7 @@ pub fn topics_of(s: &Settings, partitions: i32) -> Vec<(String, i32)> {
     vec![
         (t.clicks.clone(), partitions),
         (t.conversions.clone(), partitions),
+        (t.identities.clone(), partitions),
         (s.changelog_topic(), partitions),
         (t.promo_codes.clone(), 1),
         (t.config.clone(), 1),

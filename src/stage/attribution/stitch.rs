@@ -44,6 +44,75 @@ pub enum ForwardPayload {
     },
 }
 
+/// Version byte of a forwarded record's value.
+const FORWARD_VERSION: u8 = 1;
+
+impl ForwardPayload {
+    /// The repartition record's value: a version byte, a kind byte (`m` move, `c` click
+    /// record, `v` conversions record), then for a record its key (a length, `u32::MAX` for
+    /// none, and the bytes) and its value.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ForwardPayload::Move(journey) => {
+                let mut out = Vec::with_capacity(journey.len() + 2);
+                out.extend_from_slice(&[FORWARD_VERSION, b'm']);
+                out.extend_from_slice(journey);
+                out
+            }
+            ForwardPayload::Record { topic, key, value } => {
+                let kind = match topic {
+                    InputTopic::Clicks => b'c',
+                    _ => b'v',
+                };
+                let klen = key.as_ref().map_or(0, Vec::len);
+                let mut out = Vec::with_capacity(value.len() + klen + 6);
+                out.extend_from_slice(&[FORWARD_VERSION, kind]);
+                match key {
+                    Some(k) => {
+                        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                        out.extend_from_slice(k);
+                    }
+                    None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+                }
+                out.extend_from_slice(value);
+                out
+            }
+        }
+    }
+
+    /// Reads what [`ForwardPayload::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<ForwardPayload> {
+        let &[version, kind, ref rest @ ..] = bytes else {
+            anyhow::bail!("forwarded record is too short");
+        };
+        if version != FORWARD_VERSION {
+            anyhow::bail!("forwarded record has unknown version {version}");
+        }
+        let topic = match kind {
+            b'm' => return Ok(ForwardPayload::Move(rest.to_vec())),
+            b'c' => InputTopic::Clicks,
+            b'v' => InputTopic::Conversions,
+            other => anyhow::bail!("forwarded record has unknown kind {other}"),
+        };
+        let (len, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| anyhow::anyhow!("forwarded record is too short"))?;
+        let (key, value) = match u32::from_le_bytes(*len) {
+            u32::MAX => (None, rest),
+            n if n as usize <= rest.len() => {
+                let (k, v) = rest.split_at(n as usize);
+                (Some(k.to_vec()), v)
+            }
+            _ => anyhow::bail!("forwarded record's key is cut short"),
+        };
+        Ok(ForwardPayload::Record {
+            topic,
+            key,
+            value: value.to_vec(),
+        })
+    }
+}
+
 impl Processor {
     /// Turns cross-device identity stitching on (in place) or off (off by default).
     pub fn with_stitching(self, on: bool) -> Self {
@@ -124,6 +193,7 @@ impl Processor {
         processed_at: Millis,
         out: &mut Vec<OutRecord>,
     ) -> Result<()> {
+        self.stats.stitching.forwarded_applied += 1;
         let customer = String::from_utf8_lossy(rec.key.unwrap_or_default()).into_owned();
         let mut key = std::mem::take(&mut self.key_buf);
         JourneyRef::Customer(&customer).store_key(&mut key);
@@ -287,4 +357,31 @@ fn link_slot<'a>(
         slot.dirty = true;
     }
     Ok(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_payloads_round_trip() {
+        for p in [
+            ForwardPayload::Move(vec![1, 2, 3]),
+            ForwardPayload::Record {
+                topic: InputTopic::Clicks,
+                key: Some(b"d-1".to_vec()),
+                value: b"{}".to_vec(),
+            },
+            ForwardPayload::Record {
+                topic: InputTopic::Conversions,
+                key: None,
+                value: Vec::new(),
+            },
+        ] {
+            assert_eq!(ForwardPayload::decode(&p.encode()).unwrap(), p);
+        }
+        assert!(ForwardPayload::decode(b"").is_err());
+        assert!(ForwardPayload::decode(b"\x02m").is_err());
+        assert!(ForwardPayload::decode(b"\x01c\x09\x00\x00\x00ab").is_err());
+    }
 }
