@@ -1378,7 +1378,7 @@ fn cross_device_stitching_two_instances_killed_output_is_exactly_the_replay() {
     );
     let mut rng = StdRng::seed_from_u64(77);
     let producer = attrib::tools::demo::input_producer(&s.brokers).unwrap();
-    let waves = cross_device_waves(11, 6, 12);
+    let waves = cross_device_waves(11, 6, 20);
     let mut cross_device_credits = 0;
     for (w, (links, conversions)) in waves.into_iter().enumerate() {
         for phase in [links, conversions] {
@@ -1425,6 +1425,28 @@ fn cross_device_stitching_two_instances_killed_output_is_exactly_the_replay() {
     a.stop();
     b.stop();
     assert_exact(&s, dir.path(), &all);
+    // Every kill was followed by a restore; committed repartition records were purged.
+    let logs: String = ["a.log", "b.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.matches("state restored").count() >= 2,
+        "restores after the kills"
+    );
+    let repartition = attrib::runtime::topology::repartition_topic(&s.application_id);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .unwrap();
+    let purged: i64 = (0..3)
+        .map(|p| {
+            c.fetch_watermarks(&repartition, p, Duration::from_secs(10))
+                .unwrap()
+                .0
+        })
+        .sum();
+    assert!(purged > 0, "committed repartition records are deleted");
 }
 
 /// With stitching on, identities must be co-partitioned with clicks and conversions: attrib

@@ -1576,6 +1576,72 @@ fn journeys_api_needs_the_bearer_token_and_is_404_when_disabled() {
     run.stop();
 }
 
+/// With identity stitching on, `GET /journeys/{device}` shows the device's link and the
+/// journey of its customer (the laptop's click moved there, the phone's order), and
+/// `GET /journeys/{customer}` the customer's journey.
+#[test]
+fn journeys_api_shows_a_devices_link_and_its_customers_journey() {
+    use InputTopic::*;
+    const TOKEN: &str = "ops-test-token-link";
+    let (cluster, s, _dir) = mock_with_tables(|s| {
+        s.identity.stitching = true;
+        s.journeys_api = JourneysApi {
+            enabled: true,
+            token: Some(TOKEN.into()),
+        };
+    });
+    let repartition = attrib::runtime::topology::repartition_topic(&s.application_id);
+    cluster.create_topic(&repartition, 2, 1).unwrap();
+    let run = Running::start(&s);
+    let server = HttpServer::start(http_state(&s, &run.handles));
+    run.wait_ready(Duration::from_secs(60));
+    let records = vec![
+        rec(
+            Clicks,
+            "laptop",
+            r#"{"type":"click","click_id":"c-1","program_id":"p1","partner_id":"pa1","occurred_at":"2026-11-01T10:00:00Z","device_id":"laptop"}"#,
+        ),
+        rec(
+            Identities,
+            "laptop",
+            r#"{"type":"identify","device_id":"laptop","customer_id":"cu-1","occurred_at":"2026-11-01T10:05:00Z"}"#,
+        ),
+        rec(
+            Conversions,
+            "phone",
+            r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-1","occurred_at":"2026-11-02T10:00:00Z","device_id":"phone","customer_id":"cu-1","order_subtotal":"10.00"}"#,
+        ),
+    ];
+    produce(&s.brokers, &s, &records).unwrap();
+    wait_consumed(&run.handles, 3, Duration::from_secs(60)).unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let body = poll(Duration::from_secs(30), "the laptop's link", || {
+        let r = server.get("/journeys/laptop", &[("Authorization", &bearer)]);
+        let body: Json = serde_json::from_str(&r.body).ok()?;
+        body["link"]["customer_journey"]
+            .as_array()
+            .is_some_and(|j| !j.is_empty())
+            .then_some(body)
+    });
+    assert_eq!(body["link"]["customer_id"], "cu-1", "{body:#}");
+    let journey = &body["link"]["customer_journey"][0]["journey"];
+    assert_eq!(journey["clicks"][0]["click_id"], "c-1", "{body:#}");
+    assert_eq!(journey["clicks"][0]["device_id"], "laptop", "{body:#}");
+    assert_eq!(journey["orders"][0]["order_id"], "o-1", "{body:#}");
+    // The laptop has no anonymous journey any more: it moved.
+    assert_eq!(body["partitions"], serde_json::json!([]), "{body:#}");
+    let r = server.get("/journeys/cu-1", &[("Authorization", &bearer)]);
+    let body: Json = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(
+        body["customer_journey"][0]["journey"]["orders"][0]["order_id"], "o-1",
+        "{body:#}"
+    );
+    let m = &run.handles.metrics;
+    assert_eq!(m.links.with_label_values(&["created"]).get(), 2);
+    assert_eq!(m.journeys_moved.get(), 1);
+    run.stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Prometheus Operator manifests
 // ---------------------------------------------------------------------------------------------

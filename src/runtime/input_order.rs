@@ -407,6 +407,47 @@ mod tests {
         )
     }
 
+    /// With stitching: three merged streams (ties to the lower stream) and a free one that
+    /// goes at once, whatever the others hold or wait for.
+    #[test]
+    fn three_merged_streams_and_a_free_one() {
+        let now = Instant::now();
+        let mut t = TaskInputs::with_streams(
+            OrderSettings {
+                max_task_idle: Duration::from_secs(10),
+                grace: Duration::from_millis(200),
+                ..Default::default()
+            },
+            StreamSet { merged: 3, free: 1 },
+        );
+        t.assign(0);
+        push(&mut t, 2, 0, 100, now);
+        push(&mut t, 1, 0, 100, now);
+        push(&mut t, 0, 0, 150, now);
+        push(&mut t, 3, 0, 999, now);
+        // The free stream first, though its timestamp is the highest.
+        assert_eq!(t.next(0, now), Next::Take(3));
+        t.pop(3, 0);
+        // A tie between conversions (1) and identities (2): the lower stream.
+        assert_eq!(t.next(0, now), Next::Take(1));
+        t.pop(1, 0);
+        // Conversions is empty and not known at its end: the others wait for it.
+        assert!(matches!(t.next(0, now), Next::WaitUntil(_)));
+        t.end_of_partition(1, 0);
+        let later = now + Duration::from_millis(200);
+        assert_eq!(t.next(0, now), Next::WaitUntil(later), "the grace");
+        // Identities (100) before clicks (150).
+        assert_eq!(t.next(0, later), Next::Take(2));
+        t.pop(2, 0);
+        assert!(matches!(t.next(0, later), Next::WaitUntil(_)), "identities not at its end");
+        t.end_of_partition(2, 0);
+        assert_eq!(t.next(0, later), Next::Take(0));
+        // A free record never waits for the merged streams.
+        t.pop(0, 0);
+        push(&mut t, 3, 1, 5, now);
+        assert_eq!(t.next(0, now), Next::Take(3));
+    }
+
     #[test]
     fn both_buffered_lowest_timestamp_first_clicks_on_ties() {
         let now = Instant::now();
