@@ -68,25 +68,66 @@ enum Command {
     },
 }
 
-/// Starts logging with a `log_level` filter, refused (not replaced) when invalid.
+/// Starts logging with a `log_level` filter, refused (not replaced) when invalid. JSON lines
+/// carry the message and the event's fields at the top level; plain lines are coloured only
+/// on a terminal.
 fn init_logs(format: LogFormat, level: &str) -> Result<()> {
+    use std::io::IsTerminal;
     attrib::ops::settings::check_log_filter(level)?;
     let filter = tracing_subscriber::EnvFilter::try_new(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// Whether errors that end the process are written as JSON: when JSON logs are asked for
+/// (`ATTRIB_LOG_FORMAT=json`, or `log_format = "json"` in the settings already read).
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if std::env::var("ATTRIB_LOG_FORMAT").is_ok_and(|f| f.trim().eq_ignore_ascii_case("json")) {
+        JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the error that ends the process in the configured log format: a JSON line like the
+/// logs' (`level`, `message`), or `Error: …` as plain text.
+fn report(e: &anyhow::Error) {
+    let message = format!("{e:#}");
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        let line = serde_json::json!({
+            "timestamp": attrib::model::time::format_rfc3339(attrib::model::time::now_ms()),
+            "level": "ERROR",
+            "message": message,
+            "target": "attrib",
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("Error: {message}");
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config } => {
             let settings = Settings::load(config.as_deref())?;
+            JSON_ERRORS.store(
+                settings.log_format == LogFormat::Json,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             init_logs(settings.log_format, &settings.log_level)?;
             attrib::runtime::run_until_signal(settings)
         }

@@ -148,6 +148,21 @@ impl Instance {
         // `next` now holds the old (killed) child; dropping it is a no-op.
     }
 
+    /// Waits for the process to end by itself (a failpoint), returning its status.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "attrib did not end within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit.
     fn stop(mut self) {
         unsafe_sigterm(self.child.id());
@@ -1494,4 +1509,67 @@ fn stitching_refuses_identities_with_another_partition_count() {
         std::thread::sleep(Duration::from_millis(200));
     }
     a.kill9();
+}
+
+/// A move in flight (docs/design.md §6): the process dies right after the device stage has
+/// forwarded a device's journey (on the broker, its transaction open), and then right after
+/// the customer stage has applied it (before its commit). Each crash is a failpoint
+/// (`ATTRIB_TEST_FAILPOINT`), as a SIGKILL at that exact point would be. The first wave links
+/// the laptop and buys on it (that conversion follows the move through the laptop's task, so
+/// its credit shows the move was applied); the second, once the first is processed, buys on the
+/// phone. The output is the replay's.
+#[test]
+fn a_move_in_flight_survives_a_crash_in_either_stage() {
+    use InputTopic::*;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((mut s, dir)) = setup(2) else {
+        return;
+    };
+    s.identity.stitching = true;
+    let _logs = Logs(dir.path().to_path_buf());
+    let mut all = tables();
+    all.extend([
+        rec(Clicks, "laptop", r#"{"type":"click","click_id":"k-1","program_id":"p1","partner_id":"pa1","occurred_at":"2026-10-01T10:00:00Z","device_id":"laptop"}"#),
+        rec(Clicks, "laptop", r#"{"type":"click","click_id":"k-2","program_id":"p1","partner_id":"pa2","occurred_at":"2026-10-01T11:00:00Z","device_id":"laptop"}"#),
+        rec(Identities, "laptop", r#"{"type":"identify","device_id":"laptop","customer_id":"cu-7","occurred_at":"2026-10-01T12:00:00Z"}"#),
+        rec(Conversions, "laptop", r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-6","occurred_at":"2026-10-01T13:00:00Z","device_id":"laptop","items":[{"sku":"A","quantity":1,"unit_price":"10.00"}]}"#),
+    ]);
+    produce(&s.brokers, &s, &all).unwrap();
+    let log = dir.path().join("a.log");
+    let env = settings_env(&s, "move", &dir.path().join("a"));
+    for point in ["forward-move", "apply-move"] {
+        let mut env = env.clone();
+        env.push(("ATTRIB_TEST_FAILPOINT".into(), point.into()));
+        let mut a = Instance::start(env, log.clone());
+        let status = a.wait_exit(Duration::from_secs(90));
+        assert!(!status.success(), "{point}: {status}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains(&format!("failpoint {point}: aborting")),
+            "{text}"
+        );
+    }
+    let a = Instance::start(env, log.clone());
+    wait_output(&s, &replay_expectation(&s, &all), Duration::from_secs(120));
+    let phone = vec![rec(
+        Conversions,
+        "phone",
+        r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-7","occurred_at":"2026-10-02T09:00:00Z","device_id":"phone","customer_id":"cu-7","items":[{"sku":"A","quantity":1,"unit_price":"40.00"}]}"#,
+    )];
+    produce(&s.brokers, &s, &phone).unwrap();
+    all.extend(phone);
+    wait_output(&s, &replay_expectation(&s, &all), Duration::from_secs(120));
+    a.stop();
+    assert_exact(&s, dir.path(), &all);
+    let out = kafka_output(&s);
+    let o7: Vec<&String> = out
+        .keys()
+        .filter(|k| k.contains(r#""order_id":"o-7""#))
+        .collect();
+    assert_eq!(o7.len(), 1, "{o7:?}");
+    assert!(
+        o7[0].contains(r#""credits":[{"click_id":"k-1","device_id":"laptop""#),
+        "o-7, bought on the phone, is credited to the laptop's clicks: {}",
+        o7[0]
+    );
 }

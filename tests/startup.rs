@@ -334,3 +334,64 @@ fn invalid_log_level_is_refused_listing_the_levels() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("log_level = \"warn,attrib=debug\""), "{out}");
 }
+
+/// JSON logs put the message at the top level, and an error that stops start-up is a JSON line
+/// too; plain logs written to a file carry no colour codes.
+#[test]
+fn json_logs_have_a_top_level_message_and_errors_are_json_too() {
+    let (code, err) = run_attrib(
+        &[
+            ("ATTRIB_LOG_FORMAT", "json".into()),
+            ("ATTRIB_COMMIT_INTERVAL_MS", "0".into()),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    let last: serde_json::Value = serde_json::from_str(err.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("not a JSON line ({e}): {err}"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("commit_interval_ms"),
+        "{last}"
+    );
+    // A normal start with JSON logs: every line is JSON with a top-level message.
+    let (code, err) = run_attrib(
+        &[
+            ("ATTRIB_LOG_FORMAT", "json".into()),
+            ("ATTRIB_HTTP_ADDR", free_addr()),
+            ("ATTRIB_BROKERS", "127.0.0.1:1".into()),
+        ],
+        Duration::from_secs(4),
+    );
+    assert_eq!(code, None, "still running, waiting for Kafka: {err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(l["message"].is_string(), "{l}");
+        assert!(l.get("fields").is_none(), "{l}");
+    }
+    // Plain logs into a file: no ANSI escapes.
+    let (_, err) = run_attrib(
+        &[
+            ("ATTRIB_HTTP_ADDR", free_addr()),
+            ("ATTRIB_BROKERS", "127.0.0.1:1".into()),
+        ],
+        Duration::from_secs(4),
+    );
+    assert!(!err.is_empty() && !err.contains('\u{1b}'), "{err:?}");
+    let (code, err) = run_attrib(
+        &[("ATTRIB_COMMIT_INTERVAL_MS", "0".into())],
+        Duration::from_secs(20),
+    );
+    assert!(matches!(code, Some(c) if c != 0));
+    assert!(
+        err.trim_end().ends_with("must be positive") && err.contains("Error: "),
+        "{err}"
+    );
+}

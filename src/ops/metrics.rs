@@ -48,6 +48,8 @@ pub struct Metrics {
     pub move_collisions: IntCounterVec,
     /// Identity stitching: records and moved journeys the device stage forwarded.
     pub forwarded: IntCounter,
+    /// `process_*` and `attrib_build_info`.
+    pub process: ProcessMetrics,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -148,7 +150,9 @@ impl Metrics {
         r.register(Box::new(stuck_commits.clone()))
             .expect("unique metric");
         let secs = exponential_buckets(0.001, 2.0, 16).expect("valid buckets");
+        let process = ProcessMetrics::new(&r);
         let m = Metrics {
+            process,
             enforced_processing,
             stuck_commits,
             input_errors: counter_vec(
@@ -376,8 +380,104 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.process.update();
         let enc = prometheus::TextEncoder::new();
         enc.encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+}
+
+/// The standard `process_*` metrics (as Prometheus client libraries export them), read from
+/// `/proc/self` at each scrape (Linux; elsewhere they stay 0), and `attrib_build_info`.
+pub struct ProcessMetrics {
+    cpu: prometheus::Counter,
+    resident: IntGauge,
+    virtual_memory: IntGauge,
+    open_fds: IntGauge,
+    threads: IntGauge,
+    start_time: Gauge,
+    /// One update at a time (the CPU counter grows by a difference).
+    updating: std::sync::Mutex<()>,
+}
+
+impl ProcessMetrics {
+    fn new(r: &Registry) -> ProcessMetrics {
+        let g = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let p = ProcessMetrics {
+            cpu: {
+                let c = prometheus::Counter::new(
+                    "process_cpu_seconds_total",
+                    "Total user and system CPU time spent in seconds.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            resident: gauge(
+                r,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+            ),
+            virtual_memory: gauge(
+                r,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+            ),
+            open_fds: gauge(r, "process_open_fds", "Number of open file descriptors."),
+            threads: gauge(r, "process_threads", "Number of OS threads in the process."),
+            start_time: g(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+            ),
+            updating: std::sync::Mutex::new(()),
+        };
+        p.start_time.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "attrib_build_info",
+                "1, labelled with the version of attrib.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build.clone())).expect("unique metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        p
+    }
+
+    /// Reads `/proc/self/stat` (CPU ticks, virtual and resident size, threads) and counts
+    /// `/proc/self/fd`.
+    fn update(&self) {
+        let _one = self.updating.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return;
+        };
+        // Fields after the command (which is in parentheses and may hold spaces).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // `rest` starts at field 3 (state): utime is field 14, stime 15, threads 20,
+        // vsize 23, rss (pages) 24. Clock ticks and pages as on Linux x86-64 and arm64.
+        const TICKS_PER_SECOND: f64 = 100.0;
+        const PAGE: f64 = 4096.0;
+        let cpu = (num(11) + num(12)) / TICKS_PER_SECOND;
+        // A counter: it only grows, by what the kernel counted since the last scrape.
+        self.cpu.inc_by((cpu - self.cpu.get()).max(0.0));
+        self.threads.set(num(17) as i64);
+        self.virtual_memory.set(num(20) as i64);
+        self.resident.set((num(21) * PAGE) as i64);
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
     }
 }

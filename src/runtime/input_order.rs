@@ -439,7 +439,10 @@ mod tests {
         // Identities (100) before clicks (150).
         assert_eq!(t.next(0, later), Next::Take(2));
         t.pop(2, 0);
-        assert!(matches!(t.next(0, later), Next::WaitUntil(_)), "identities not at its end");
+        assert!(
+            matches!(t.next(0, later), Next::WaitUntil(_)),
+            "identities not at its end"
+        );
         t.end_of_partition(2, 0);
         assert_eq!(t.next(0, later), Next::Take(0));
         // A free record never waits for the merged streams.

@@ -26,6 +26,7 @@ mod admin;
 mod clients;
 mod commit;
 mod emit;
+mod failpoint;
 mod handles;
 pub mod input_order;
 mod poll;

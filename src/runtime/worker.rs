@@ -1,7 +1,7 @@
 //! The processing thread's state, and how a batch of input records becomes outputs.
 
 use super::topology::{CUSTOMERS, stream_input_topic};
-use super::{admin::Purge, clients::*, emit::*, handles::*, poll::*, task::*};
+use super::{admin::Purge, clients::*, emit::*, failpoint, handles::*, poll::*, task::*};
 use crate::model::output::{DlqRecord, OutRecord};
 use crate::model::records::InputTopic;
 use crate::model::time::now_ms;
@@ -210,14 +210,25 @@ impl Worker {
             // The customer stage: a record the device stage forwarded, keyed by the customer.
             let payload = ForwardPayload::decode(rec.value.unwrap_or_default())
                 .with_context(|| format!("{} [{partition}] at {}", rec.source_topic, rec.offset))?;
+            let is_move = matches!(payload, ForwardPayload::Move(_));
             self.processor
                 .process_forwarded(rec, payload, now_ms(), &mut out)?;
+            if is_move && failpoint::armed("apply-move") {
+                failpoint::crash("apply-move");
+            }
         } else {
             self.processor.process(rec, now_ms(), &mut out)?;
             // The device stage's forwards, in order, through this task's producer.
             let forwards: Vec<Forward> = self.processor.take_forwards().collect();
             for f in forwards {
                 self.send_forward(partition, &f)?;
+                if matches!(f.payload, ForwardPayload::Move(_)) && failpoint::armed("forward-move")
+                {
+                    // On the broker, in the open transaction (not waiting for a commit).
+                    self.finish_in_flight()?;
+                    flush(self.producer(partition)?, KAFKA_TIMEOUT)?;
+                    failpoint::crash("forward-move");
+                }
             }
         }
         for o in out.drain(..) {
