@@ -46,7 +46,12 @@
 //! - `ATTRIB_BENCH_FETCH_WAIT_MS` (10): `fetch.wait.max.ms` of every consumer (attrib's, the
 //!   pass-through's, the latency reader's);
 //! - `ATTRIB_BENCH_DEBUG=1`: each latency measurement's mean by tenth, in order received (a
-//!   rising series means the system falls behind).
+//!   rising series means the system falls behind);
+//! - `ATTRIB_BENCH_STITCHING=on|off`: identity stitching (docs/design.md §6) on or off, over
+//!   the same stream in which one device in ten is identified (its conversions carry the
+//!   customer id; the others' do not), for comparing the two; unset, the stream is the demo's
+//!   and stitching is off. With it on, attrib runs both stages; records/s counts the input
+//!   records (the customer stage's forwarded ones run meanwhile).
 
 use attrib::ops::settings::{Guarantee, Settings};
 use attrib::tools::workload::{self, GenRecord};
@@ -191,6 +196,34 @@ fn extra_rates() -> Vec<f64> {
         .collect()
 }
 
+/// `ATTRIB_BENCH_STITCHING`: `Some(on)` when set to `on` or `off`.
+fn stitching() -> Option<bool> {
+    match std::env::var("ATTRIB_BENCH_STITCHING").ok()?.trim() {
+        "on" => Some(true),
+        "off" => Some(false),
+        other => panic!("ATTRIB_BENCH_STITCHING is `on` or `off`, not `{other}`"),
+    }
+}
+
+/// Keeps the `customer_id` of device `d-N`'s records only for N a multiple of ten: one device
+/// in ten is identified (its first conversion links it), the others stay anonymous.
+fn one_in_ten_identified(records: &mut [GenRecord]) {
+    for r in records {
+        let Some(d) = r.key.as_deref().and_then(|k| k.strip_prefix("d-")) else {
+            continue;
+        };
+        if d.parse::<u64>().is_ok_and(|d| d % 10 == 0) {
+            continue;
+        }
+        if let Some(v) = &mut r.value {
+            *v = v.replace(
+                &format!(r#""customer_id":"cu-{d}""#),
+                r#""customer_id":null"#,
+            );
+        }
+    }
+}
+
 fn guarantee_name(g: Guarantee) -> &'static str {
     match g {
         Guarantee::AtLeastOnce => "at_least_once",
@@ -283,10 +316,12 @@ fn settings_for(brokers: &str, g: Guarantee) -> Settings {
         ..Settings::default()
     };
     s.application_id = format!("bench-{id}");
+    s.identity.stitching = stitching() == Some(true);
     let t = &mut s.topics;
     for name in [
         &mut t.clicks,
         &mut t.conversions,
+        &mut t.identities,
         &mut t.promo_codes,
         &mut t.config,
         &mut t.actions,
@@ -303,7 +338,8 @@ type Mock<'a> = MockCluster<'a, DefaultProducerContext>;
 fn create_topics(s: &Settings, mock: Option<&Mock<'_>>, partitions: i32) -> anyhow::Result<()> {
     let t = &s.topics;
     let changelog = s.changelog_topic();
-    let spec = [
+    let repartition = attrib::runtime::topology::repartition_topic(&s.application_id);
+    let mut spec = vec![
         (&t.clicks, partitions, false),
         (&t.conversions, partitions, false),
         (&changelog, partitions, true),
@@ -313,6 +349,13 @@ fn create_topics(s: &Settings, mock: Option<&Mock<'_>>, partitions: i32) -> anyh
         (&t.config, 1, true),
         (&t.promo_codes, 1, true),
     ];
+    if s.identity.stitching {
+        spec.push((&t.identities, partitions, false));
+        // attrib creates it on Kafka; the mock cluster gets it here.
+        if mock.is_some() {
+            spec.push((&repartition, partitions, false));
+        }
+    }
     if let Some(cluster) = mock {
         for (n, p, _) in spec {
             cluster.create_topic(n, p, 1)?;
@@ -407,6 +450,11 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
         ("ATTRIB_LOG_LEVEL", "warn".to_string()),
         ("ATTRIB_TOPIC_CLICKS", t.clicks.clone()),
         ("ATTRIB_TOPIC_CONVERSIONS", t.conversions.clone()),
+        ("ATTRIB_TOPIC_IDENTITIES", t.identities.clone()),
+        (
+            "ATTRIB_IDENTITY_STITCHING",
+            s.identity.stitching.to_string(),
+        ),
         ("ATTRIB_TOPIC_PROMO_CODES", t.promo_codes.clone()),
         ("ATTRIB_TOPIC_CONFIG", t.config.clone()),
         ("ATTRIB_TOPIC_ACTIONS", t.actions.clone()),
@@ -573,13 +621,16 @@ fn case(
     create_topics(&s, mock, parts)?;
     let w = workload::generate(7, n * 9 / 10, (n / 8).max(10));
     produce(&s, &w.tables)?;
-    let input: Vec<GenRecord> = w
+    let mut input: Vec<GenRecord> = w
         .clicks
         .iter()
         .chain(&w.conversions)
         .chain(&w.changes)
         .cloned()
         .collect();
+    if stitching().is_some() {
+        one_in_ten_identified(&mut input);
+    }
     produce(&s, &input)?;
     let total = end_offsets(&s, parts)?;
     let reader = group_reader(&s)?;

@@ -36,6 +36,11 @@ pub const STREAMS: usize = 4;
 pub struct StreamSet {
     /// Streams `0..merged` are merged in timestamp order (and waited for, see the module).
     pub merged: usize,
+    /// Of those, streams `0..graced` hold the others back for the grace when they are empty
+    /// at their end (clicks and conversions: a click produced just before a conversion may
+    /// arrive just after it). A quiet merged stream past them (identities) at its end holds
+    /// nothing back, as in Kafka Streams: it would otherwise delay every record by the grace.
+    pub graced: usize,
     /// Streams `merged..merged + free` are independent of the others (another stage's input,
     /// with state of its own): their records go as soon as they are buffered.
     pub free: usize,
@@ -44,7 +49,11 @@ pub struct StreamSet {
 impl Default for StreamSet {
     /// Clicks and conversions.
     fn default() -> Self {
-        StreamSet { merged: 2, free: 0 }
+        StreamSet {
+            merged: 2,
+            graced: 2,
+            free: 0,
+        }
     }
 }
 
@@ -190,6 +199,7 @@ impl TaskInputs {
 
     pub fn with_streams(settings: OrderSettings, streams: StreamSet) -> Self {
         assert!(streams.merged + streams.free <= STREAMS && streams.merged > 0);
+        assert!(streams.graced <= streams.merged);
         TaskInputs {
             settings,
             streams,
@@ -330,7 +340,11 @@ impl TaskInputs {
         let Some(task) = self.tasks.get_mut(&partition) else {
             return Next::Empty;
         };
-        let StreamSet { merged, free } = self.streams;
+        let StreamSet {
+            merged,
+            graced,
+            free,
+        } = self.streams;
         if let Some(f) = (merged..merged + free).find(|&f| !task.streams[f].records.is_empty()) {
             return Next::Take(f);
         }
@@ -345,6 +359,8 @@ impl TaskInputs {
                         head = Some((i, e));
                     }
                 }
+                // A quiet stream past the graced ones, at its end, holds nothing back.
+                None if buf.at_end && i >= graced => {}
                 None => {
                     any_empty = true;
                     all_at_end &= buf.at_end;
@@ -418,7 +434,11 @@ mod tests {
                 grace: Duration::from_millis(200),
                 ..Default::default()
             },
-            StreamSet { merged: 3, free: 1 },
+            StreamSet {
+                merged: 3,
+                graced: 2,
+                free: 1,
+            },
         );
         t.assign(0);
         push(&mut t, 2, 0, 100, now);
@@ -445,6 +465,26 @@ mod tests {
         );
         t.end_of_partition(2, 0);
         assert_eq!(t.next(0, later), Next::Take(0));
+        // Identities empty at its end holds nothing back; clicks empty at its end does.
+        t.pop(0, 0);
+        let then = later + Duration::from_secs(1);
+        push(&mut t, 1, 1, 300, then);
+        t.end_of_partition(0, 0);
+        assert_eq!(
+            t.next(0, then),
+            Next::WaitUntil(then + Duration::from_millis(200)),
+            "clicks are graced"
+        );
+        push(&mut t, 0, 1, 200, then);
+        assert_eq!(
+            t.next(0, then),
+            Next::Take(0),
+            "no wait for identities at its end"
+        );
+        t.pop(0, 0);
+        t.end_of_partition(0, 0);
+        assert_eq!(t.next(0, then + Duration::from_millis(200)), Next::Take(1));
+        t.pop(1, 0);
         // A free record never waits for the merged streams.
         t.pop(0, 0);
         push(&mut t, 3, 1, 5, now);

@@ -81,9 +81,13 @@ pub fn stream_topics(s: &crate::ops::settings::Settings) -> Vec<String> {
 pub fn stream_set(s: &crate::ops::settings::Settings) -> crate::runtime::input_order::StreamSet {
     use crate::runtime::input_order::StreamSet;
     if s.identity.stitching {
-        StreamSet { merged: 3, free: 1 }
+        StreamSet {
+            merged: 3,
+            graced: 2,
+            free: 1,
+        }
     } else {
-        StreamSet { merged: 2, free: 0 }
+        StreamSet::default()
     }
 }
 

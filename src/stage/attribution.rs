@@ -118,8 +118,9 @@ pub struct Processor {
     mode: Stitching,
     /// What the device stage forwards, until taken ([`Processor::take_forwards`]).
     forwards: Vec<Forward>,
-    /// A reusable buffer for store keys.
+    /// Reusable buffers for store keys (journeys, links).
     key_buf: Vec<u8>,
+    link_buf: Vec<u8>,
 }
 
 impl Processor {
@@ -140,6 +141,7 @@ impl Processor {
             mode: Stitching::Off,
             forwards: Vec::new(),
             key_buf: Vec::new(),
+            link_buf: Vec::new(),
         }
     }
 

@@ -259,7 +259,8 @@ impl Processor {
         let keep = stitching::link_keep_ms(&self.tables, &self.settings);
         let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         let stream_time = state.meta.stream_time;
-        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
+        let buf = &mut self.link_buf;
+        let slot = link_slot(state, &*self.store, buf, partition, device, stream_time, keep)?;
         if let Some(l) = &mut slot.link {
             if l.customer_id != customer {
                 self.stats.stitching.link_conflicts += 1;
@@ -316,7 +317,8 @@ impl Processor {
         let keep = stitching::link_keep_ms(&self.tables, &self.settings);
         let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         let stream_time = state.meta.stream_time;
-        let slot = link_slot(state, &*self.store, partition, device, stream_time, keep)?;
+        let buf = &mut self.link_buf;
+        let slot = link_slot(state, &*self.store, buf, partition, device, stream_time, keep)?;
         Ok(slot.link.as_mut().map(|l| {
             if l.needs_touch(t) {
                 l.seen_at = t;
@@ -332,15 +334,15 @@ impl Processor {
 fn link_slot<'a>(
     state: &'a mut PartitionState,
     store: &dyn JourneyStore,
+    key: &mut Vec<u8>,
     partition: i32,
     device: &[u8],
     stream_time: Millis,
     keep: Option<Millis>,
 ) -> Result<&'a mut LinkSlot> {
     if !state.links.contains_key(device) {
-        let mut key = Vec::with_capacity(device.len() + 2);
-        identity::link_key(device, &mut key);
-        let link = match store.get(partition, &key)? {
+        identity::link_key(device, key);
+        let link = match store.get(partition, key)? {
             Some(bytes) => Some(Link::decode(&bytes).context("stored link cannot be decoded")?),
             None => None,
         };
