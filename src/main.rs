@@ -65,6 +65,10 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// List every setting instead: its key in the file, its environment variable, its
+        /// default.
+        #[arg(long)]
+        list: bool,
     },
 }
 
@@ -185,7 +189,11 @@ fn run(cli: Cli) -> Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { list: true, .. } => {
+            print!("{}", attrib::ops::settings::list_settings());
+            Ok(())
+        }
+        Command::CheckConfig { config, .. } => {
             let settings = Settings::load(config.as_deref())?;
             print!("{}", toml::to_string(&settings.redacted())?);
             Ok(())

@@ -415,13 +415,36 @@ fn metrics_count_what_went_in_and_came_out() {
         }
     }
     assert_eq!(currencies, BTreeSet::from(["USD".to_string()]));
-    let usd: f64 = usd.try_into().unwrap();
+    // The exact decimal's nearest double: no sum of floats in between.
+    let usd_f: f64 = usd.try_into().unwrap();
     let metric = value(m, "attrib_payout_amount_total", &[("currency", "USD")]).unwrap_or(0.0);
-    assert!(
-        (metric - usd).abs() < 1e-6,
+    assert_eq!(
+        metric, usd_f,
         "attrib_payout_amount_total{{currency=\"USD\"}} = {metric}, created non-test payouts = {usd}"
     );
-    assert!(usd > 0.0);
+    assert!(usd > Decimal::ZERO);
+    // Net payout: added minus removed over every emission (created, modified, reversed).
+    let (mut added, mut removed) = (Decimal::ZERO, Decimal::ZERO);
+    for a in e.actions.iter().filter(|a| a["test"] == false) {
+        let d: Decimal = a["delta_payout"].as_str().unwrap().parse().unwrap();
+        if d > Decimal::ZERO {
+            added += d;
+        } else {
+            removed -= d;
+        }
+    }
+    assert!(
+        removed > Decimal::ZERO,
+        "the workload modifies and reverses actions"
+    );
+    for (direction, want) in [("added", added), ("removed", removed)] {
+        let got = value(
+            m,
+            "attrib_payout_delta_amount_total",
+            &[("currency", "USD"), ("direction", direction)],
+        );
+        assert_eq!(got, Some(f64::try_from(want).unwrap()), "{direction}");
+    }
 
     // Assignment.
     assert_eq!(

@@ -16,7 +16,14 @@ pub struct Metrics {
     pub dlq: IntCounterVec,
     pub actions: IntCounterVec,
     pub invalid: IntCounterVec,
+    /// Payout of created actions (gross), by currency.
     pub payout: CounterVec,
+    /// Payout changes of every emission (created, modified, reversed), by currency and
+    /// direction (`added`, `removed`): the net payout is `added − removed`.
+    pub payout_delta: CounterVec,
+    /// The exact decimal totals behind `payout` and `payout_delta`: the exported values are
+    /// these, converted once, so that no sum of floats shows a reader an artefact.
+    payout_exact: std::sync::Mutex<HashMap<(String, &'static str), rust_decimal::Decimal>>,
     pub clicks_dropped: IntCounterVec,
     pub event_lag: Histogram,
     pub batch_duration: Histogram,
@@ -58,6 +65,12 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     c
 }
 
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         .expect("valid metric");
@@ -89,6 +102,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(payout.clone())).expect("unique metric");
+        let payout_delta = CounterVec::new(
+            Opts::new(
+                "attrib_payout_delta_amount_total",
+                "Payout changes of actions (created, modified, reversed), by currency and direction (added, removed), test actions excluded; the net payout is added minus removed.",
+            ),
+            &["currency", "direction"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(payout_delta.clone()))
+            .expect("unique metric");
         let restore_seconds = Gauge::new(
             "attrib_restore_duration_seconds",
             "Duration of the latest state restore.",
@@ -103,18 +126,16 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(block_cache_hit.clone()))
             .expect("unique metric");
-        let rebalances =
-            IntCounter::new("attrib_rebalances_total", "Consumer-group rebalances seen.")
-                .expect("valid metric");
-        r.register(Box::new(rebalances.clone()))
-            .expect("unique metric");
-        let restore_records = IntCounter::new(
+        let rebalances = counter(
+            &r,
+            "attrib_rebalances_total",
+            "Consumer-group rebalances seen.",
+        );
+        let restore_records = counter(
+            &r,
             "attrib_restore_records_total",
             "Changelog records read to restore state.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(restore_records.clone()))
-            .expect("unique metric");
+        );
         let restore_remaining = IntGaugeVec::new(
             Opts::new(
                 "attrib_restore_remaining_records",
@@ -135,20 +156,16 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(consumer_lag.clone()))
             .expect("unique metric");
-        let enforced_processing = IntCounter::new(
+        let enforced_processing = counter(
+            &r,
             "attrib_enforced_processing_total",
             "Records processed ahead of an input partition that was waited for max_task_idle_ms in vain (their order against it is not guaranteed).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(enforced_processing.clone()))
-            .expect("unique metric");
-        let stuck_commits = IntCounter::new(
+        );
+        let stuck_commits = counter(
+            &r,
             "attrib_stuck_commits_total",
             "Transaction commits abandoned because a Kafka call did not return within 90 s (the pipeline restarts from the committed state).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(stuck_commits.clone()))
-            .expect("unique metric");
+        );
         let secs = exponential_buckets(0.001, 2.0, 16).expect("valid buckets");
         let process = ProcessMetrics::new(&r);
         let m = Metrics {
@@ -167,30 +184,22 @@ impl Metrics {
                 "Identity stitching: devices linked to a customer (created), and records that named a linked device with another customer (conflict; the first link stands).",
                 &["result"],
             ),
-            journeys_moved: {
-                let c = IntCounter::new(
-                    "attrib_journeys_moved_total",
-                    "Identity stitching: anonymous device journeys moved into a customer's journey at the device's first link.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            journeys_moved: counter(
+                &r,
+                "attrib_journeys_moved_total",
+                "Identity stitching: anonymous device journeys moved into a customer's journey at the device's first link.",
+            ),
             move_collisions: counter_vec(
                 &r,
                 "attrib_move_collisions_total",
                 "Identity stitching: moved clicks (click) and orders (order) dropped because the customer's journey had them already.",
                 &["kind"],
             ),
-            forwarded: {
-                let c = IntCounter::new(
-                    "attrib_forwarded_records_total",
-                    "Identity stitching: records and moved journeys the device stage forwarded to the customer stage.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            forwarded: counter(
+                &r,
+                "attrib_forwarded_records_total",
+                "Identity stitching: records and moved journeys the device stage forwarded to the customer stage.",
+            ),
             consumed: counter_vec(
                 &r,
                 "attrib_consumed_records_total",
@@ -222,6 +231,8 @@ impl Metrics {
                 &["reason"],
             ),
             payout,
+            payout_delta,
+            payout_exact: Default::default(),
             event_lag: histogram(
                 &r,
                 "attrib_event_time_lag_seconds",
@@ -342,7 +353,8 @@ impl Metrics {
         let mut actions: HashMap<(&str, &str, Change), u64> = HashMap::new();
         let mut invalid: HashMap<&str, u64> = HashMap::new();
         let mut dlq: HashMap<&str, u64> = HashMap::new();
-        let mut payout: HashMap<&str, f64> = HashMap::new();
+        // (currency, created | added | removed) → amount, exact.
+        let mut payout: HashMap<(&str, &'static str), rust_decimal::Decimal> = HashMap::new();
         for o in outs {
             match o {
                 OutRecord::Action(a) => {
@@ -353,9 +365,17 @@ impl Metrics {
                     *actions
                         .entry((a.program_id.as_str(), rt, a.change))
                         .or_default() += 1;
-                    if !a.test && a.change == Change::Created {
+                    if !a.test {
                         let cur = a.currency.as_deref().unwrap_or("");
-                        *payout.entry(cur).or_default() += a.payout.try_into().unwrap_or(0.0);
+                        if a.change == Change::Created {
+                            *payout.entry((cur, "created")).or_default() += a.payout;
+                        }
+                        let d = a.delta_payout;
+                        if d.is_sign_positive() && !d.is_zero() {
+                            *payout.entry((cur, "added")).or_default() += d;
+                        } else if !d.is_zero() {
+                            *payout.entry((cur, "removed")).or_default() -= d;
+                        }
                     }
                 }
                 OutRecord::Invalid(i) => *invalid.entry(i.reason.as_str()).or_default() += 1,
@@ -373,8 +393,20 @@ impl Metrics {
         for (r, n) in dlq {
             self.dlq.with_label_values(&[r]).inc_by(n);
         }
-        for (c, v) in payout {
-            self.payout.with_label_values(&[c]).inc_by(v);
+        if payout.is_empty() {
+            return;
+        }
+        let mut exact = self.payout_exact.lock().unwrap_or_else(|e| e.into_inner());
+        for ((c, kind), v) in payout {
+            let total = exact.entry((c.to_string(), kind)).or_default();
+            *total += v;
+            let counter = match kind {
+                "created" => self.payout.with_label_values(&[c]),
+                direction => self.payout_delta.with_label_values(&[c, direction]),
+            };
+            // The exported value is the exact total's nearest double.
+            let target: f64 = (*total).try_into().unwrap_or(0.0);
+            counter.inc_by((target - counter.get()).max(0.0));
         }
     }
 

@@ -256,6 +256,43 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Every setting as `key  ATTRIB_VARIABLE  default`, one per line (`attrib check-config
+/// --list`): the variables are [`ENV_KEYS`], the one mapping `parse` reads, and the defaults
+/// those of [`Settings::default`] (`-` where unset).
+pub fn list_settings() -> String {
+    let defaults = toml::Value::try_from(Settings::default()).expect("settings serialize");
+    let mut rows: Vec<(String, String, String)> = ENV_KEYS
+        .iter()
+        .map(|(name, path)| {
+            let mut v = Some(&defaults);
+            for part in *path {
+                v = v.and_then(|t| t.get(part));
+            }
+            let default = match v {
+                None => "-".to_string(),
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            (path.join("."), format!("ATTRIB_{name}"), default)
+        })
+        .collect();
+    rows.push((
+        "kafka.<option>".into(),
+        "ATTRIB_KAFKA_<OPTION>".into(),
+        "- (librdkafka options; `_` for `.`)".into(),
+    ));
+    rows.push((
+        "extra_writer_schemas".into(),
+        "-".into(),
+        "[] (in the file only)".into(),
+    ));
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, e, d)| format!("{k:<w0$}  {e:<w1$}  {d}\n"))
+        .collect()
+}
+
 /// Settings whose values are numbers or booleans (the rest are strings).
 fn typed_value(path: &[&str], raw: &str) -> toml::Value {
     let numeric = matches!(
@@ -880,6 +917,66 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s, Settings::default());
+    }
+
+    /// Every setting that can be set in the file has its variable (and `--list` shows it):
+    /// the keys of the default settings, and the optional ones that are unset by default.
+    #[test]
+    fn every_setting_has_an_environment_variable() {
+        fn keys(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(inner) if path != "kafka" => keys(&path, inner, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let mut all = Vec::new();
+        let toml::Value::Table(t) = toml::Value::try_from(Settings::default()).unwrap() else {
+            panic!()
+        };
+        keys("", &t, &mut all);
+        all.extend(
+            [
+                "instance_id",
+                "schema_registry_url",
+                "schema_registry_ca_file",
+                "schema_registry_user",
+                "schema_registry_password",
+                "output_formats.actions",
+                "output_formats.invalid_actions",
+                "journeys_api.token",
+            ]
+            .map(String::from),
+        );
+        let listed = list_settings();
+        for key in all {
+            if key == "kafka" || key == "extra_writer_schemas" {
+                continue;
+            }
+            let path: Vec<&str> = key.split('.').collect();
+            assert!(
+                ENV_KEYS.iter().any(|(_, p)| *p == path.as_slice()),
+                "`{key}` has no ATTRIB_* variable"
+            );
+            assert!(
+                listed.lines().any(|l| l.starts_with(&format!("{key} "))),
+                "{key}"
+            );
+        }
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with("identity.stitching "))
+            .expect("identity.stitching listed");
+        assert!(
+            line.contains(" ATTRIB_IDENTITY_STITCHING ") && line.ends_with(" false"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -291,10 +291,16 @@ impl Processor {
         processed_at: Millis,
         out: &mut Vec<OutRecord>,
     ) -> Result<()> {
+        self.advance(partition, event)?;
+        self.apply_to_journey(partition, key, event, processed_at, out)
+    }
+
+    /// Marks the partition's state to be written and advances its stream time to the event's.
+    fn advance(&mut self, partition: i32, event: &Event) -> Result<()> {
         let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         state.meta_dirty = true;
         state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
-        self.apply_to_journey(partition, key, event, processed_at, out)
+        Ok(())
     }
 
     /// Applies an event to the journey stored under `key`, the partition's stream time already

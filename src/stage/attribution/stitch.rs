@@ -244,14 +244,6 @@ impl Processor {
         }
     }
 
-    /// Marks the partition's state to be written and advances its stream time to the event's.
-    fn advance(&mut self, partition: i32, event: &Event) -> Result<()> {
-        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
-        state.meta_dirty = true;
-        state.meta.stream_time = state.meta.stream_time.max(event.occurred_at());
-        Ok(())
-    }
-
     /// Links `device` to `customer` unless it is linked already (the first link stands; another
     /// customer is a conflict). A first link moves the device's anonymous journey into the
     /// customer's (in place), or forwards it to the customer stage.
@@ -260,7 +252,15 @@ impl Processor {
         let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         let stream_time = state.meta.stream_time;
         let buf = &mut self.link_buf;
-        let slot = link_slot(state, &*self.store, buf, partition, device, stream_time, keep)?;
+        let slot = link_slot(
+            state,
+            &*self.store,
+            buf,
+            partition,
+            device,
+            stream_time,
+            keep,
+        )?;
         if let Some(l) = &mut slot.link {
             if l.customer_id != customer {
                 self.stats.stitching.link_conflicts += 1;
@@ -318,7 +318,15 @@ impl Processor {
         let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         let stream_time = state.meta.stream_time;
         let buf = &mut self.link_buf;
-        let slot = link_slot(state, &*self.store, buf, partition, device, stream_time, keep)?;
+        let slot = link_slot(
+            state,
+            &*self.store,
+            buf,
+            partition,
+            device,
+            stream_time,
+            keep,
+        )?;
         Ok(slot.link.as_mut().map(|l| {
             if l.needs_touch(t) {
                 l.seen_at = t;
