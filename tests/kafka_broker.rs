@@ -89,7 +89,7 @@ fn compressed_input_and_output_every_codec() {
         run.handles
             .metrics
             .input_errors
-            .with_label_values(&[&s.topics.clicks])
+            .with_label_values(&["clicks"])
             .get(),
         0
     );

@@ -168,8 +168,12 @@ impl ClientContext for ConsumerCtx {
                 if *p < 0 || !w.owned.contains(p) {
                     continue;
                 }
+                let Ok(stream) = w.stream_of(topic) else {
+                    continue;
+                };
                 if let Some(lag) = partition_lag(&w, topic, *p, part) {
-                    gauge.with_label_values(&[topic, &p.to_string()]).set(lag);
+                    let role = super::topology::stream_role(stream);
+                    gauge.with_label_values(&[role, &p.to_string()]).set(lag);
                 }
             }
         }

@@ -210,8 +210,10 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     // separately and knows which one has reached its end (librdkafka keeps the split across
     // assignments). Records that reach the consumer's queue anyway are buffered the same way.
     // Series that start at zero, so that rates and alerts see them before the first error.
-    for topic in &stream_names {
-        h.metrics.input_errors.with_label_values(&[&**topic]);
+    for stream in 0..stream_names.len() {
+        h.metrics
+            .input_errors
+            .with_label_values(&[crate::runtime::topology::stream_role(stream)]);
     }
     let mut queues = Vec::with_capacity(clicks_partitions * stream_names.len());
     for p in 0..clicks_partitions as i32 {
@@ -381,7 +383,7 @@ impl Worker {
                         self.handles
                             .metrics
                             .input_errors
-                            .with_label_values(&[&*topic])
+                            .with_label_values(&[crate::runtime::topology::stream_role(q.stream)])
                             .inc();
                         if !q.error_logged {
                             q.error_logged = true;

@@ -91,6 +91,18 @@ pub fn stream_set(s: &crate::ops::settings::Settings) -> crate::runtime::input_o
     }
 }
 
+/// A stream's role, the `topic` label of attrib's metrics: the same names in every
+/// deployment, whatever the topics are called (`attrib_consumed_records_total` uses the same
+/// for the tables: `promo_codes`, `config`).
+pub fn stream_role(stream: usize) -> &'static str {
+    match stream {
+        CLICKS => "clicks",
+        CONVERSIONS => "conversions",
+        IDENTITIES => "identities",
+        _ => "repartition",
+    }
+}
+
 /// The input topic kind of a stream (the customers' stream carries forwarded records of
 /// clicks and conversions, told apart by their payload).
 pub fn stream_input_topic(stream: usize) -> crate::model::records::InputTopic {
