@@ -8,9 +8,12 @@
 //! - [`model`]: plain data, no IO. Event times and money ([`model::time`],
 //!   [`model::money`]), input records decoded and validated into checked types or a DLQ reason
 //!   ([`model::records`]), programs, contracts and promo codes ([`model::tables`]), one
-//!   journey's state ([`model::journey`]), actions and invalid actions ([`model::output`]).
+//!   journey's state ([`model::journey`]), devices' links and journey keys
+//!   ([`model::identity`]), actions and invalid actions ([`model::output`]).
 //! - [`rules`]: the attribution rules of the design (docs/design.md §3), pure, time passed
-//!   in: [`rules::engine`] decides credit, [`rules::payout`] computes payouts.
+//!   in: [`rules::engine`] decides credit, [`rules::payout`] computes payouts,
+//!   [`rules::stitching`] applies cross-device identity stitching (§6: key rules, links,
+//!   moves).
 //! - [`formats`]: bytes ↔ model without Kafka: Avro input and output with a Schema Registry
 //!   client ([`formats::avro`]), output encodings and DLQ headers ([`formats::codec`]).
 //! - [`state`]: journey stores, RocksDB and in-memory ([`state::store`]), and the changelog's
@@ -18,10 +21,12 @@
 //!   ([`state::changelog`]); no Kafka.
 //! - [`stage`]: one stage of the topology: decode → rules → outputs and state writes for a batch
 //!   of one partition. [`stage::attribution`] is the attribution stage `replay`, `run` and
-//!   `demo` share.
+//!   `demo` share; with stitching on it is also the device stage that forwards customers'
+//!   records, and the customer stage that applies them.
 //! - [`runtime`]: the Kafka runtime behind `attrib run`: clients, tasks, transactions,
-//!   restore, the poll loop ([`runtime::pipeline`]) and a task's input partitions merged by
-//!   record timestamp ([`runtime::input_order`], no IO).
+//!   restore, the poll loop ([`runtime::run_pipeline`]), the topology's names and streams
+//!   ([`runtime::topology`]) and a task's input partitions merged by record timestamp
+//!   ([`runtime::input_order`], no IO).
 //! - [`ops`]: settings ([`ops::settings`], TOML and environment, validated), Prometheus
 //!   metrics ([`ops::metrics`]) and the HTTP endpoints ([`ops::http`]).
 //! - [`tools`]: `replay` over a JSONL file ([`tools::replay`]), the embedded demo
