@@ -156,21 +156,12 @@ fn bench_replay(c: &mut Criterion) {
 /// traffic next to nothing (issue: ≥ 90 % of the throughput with it off).
 fn bench_replay_stitching(c: &mut Criterion) {
     let w = workload::generate(7, 900_000, 500_000);
+    let mut records: Vec<workload::GenRecord> = w.all().cloned().collect();
+    workload::identify_one_in(10, &mut records);
     let mut input = String::new();
     let mut n = 0u64;
-    for r in w.all() {
-        let mut line = r.replay_line();
-        // Keep `customer_id` on one device in ten; changes find their order by device.
-        if let Some(d) = r.key.as_deref().and_then(|k| k.strip_prefix("d-")) {
-            let identified = d.parse::<u64>().is_ok_and(|d| d % 10 == 0);
-            if !identified {
-                line = line.replace(
-                    &format!(r#""customer_id":"cu-{d}""#),
-                    r#""customer_id":null"#,
-                );
-            }
-        }
-        input.push_str(&line);
+    for r in &records {
+        input.push_str(&r.replay_line());
         input.push('\n');
         n += 1;
     }

@@ -205,25 +205,6 @@ fn stitching() -> Option<bool> {
     }
 }
 
-/// Keeps the `customer_id` of device `d-N`'s records only for N a multiple of ten: one device
-/// in ten is identified (its first conversion links it), the others stay anonymous.
-fn one_in_ten_identified(records: &mut [GenRecord]) {
-    for r in records {
-        let Some(d) = r.key.as_deref().and_then(|k| k.strip_prefix("d-")) else {
-            continue;
-        };
-        if d.parse::<u64>().is_ok_and(|d| d % 10 == 0) {
-            continue;
-        }
-        if let Some(v) = &mut r.value {
-            *v = v.replace(
-                &format!(r#""customer_id":"cu-{d}""#),
-                r#""customer_id":null"#,
-            );
-        }
-    }
-}
-
 fn guarantee_name(g: Guarantee) -> &'static str {
     match g {
         Guarantee::AtLeastOnce => "at_least_once",
@@ -629,7 +610,7 @@ fn case(
         .cloned()
         .collect();
     if stitching().is_some() {
-        one_in_ten_identified(&mut input);
+        workload::identify_one_in(10, &mut input);
     }
     produce(&s, &input)?;
     let total = end_offsets(&s, parts)?;

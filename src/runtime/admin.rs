@@ -177,6 +177,8 @@ pub(super) struct Purge {
     pending: std::collections::BTreeMap<i32, i64>,
     last: Option<Instant>,
     running: Option<std::thread::JoinHandle<()>>,
+    /// Made at the first purge and kept (a client per purge would connect anew each time).
+    admin: Option<std::sync::Arc<AdminClient<LogContext>>>,
 }
 
 /// How often committed repartition records are deleted.
@@ -207,15 +209,17 @@ impl Purge {
                 return;
             }
         }
-        let config = base_config(s);
+        if self.admin.is_none() {
+            match base_config(s).create_with_context(LogContext) {
+                Ok(a) => self.admin = Some(std::sync::Arc::new(a)),
+                Err(e) => return warn!("cannot purge {topic}: {e}"),
+            }
+        }
+        let admin = self.admin.clone().expect("made above");
         let topic = topic.to_string();
         self.running = std::thread::Builder::new()
             .name("attrib-purge".into())
             .spawn(move || {
-                let admin: AdminClient<LogContext> = match config.create_with_context(LogContext) {
-                    Ok(a) => a,
-                    Err(e) => return warn!("cannot purge {topic}: {e}"),
-                };
                 let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
                 match futures::executor::block_on(admin.delete_records(&tpl, &opts)) {
                     Ok(r) => debug!(

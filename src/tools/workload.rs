@@ -66,6 +66,26 @@ impl Workload {
     }
 }
 
+/// Keeps the `customer_id` of device `d-N`'s records (from [`generate`]) only for N a multiple
+/// of `n`: one device in `n` is identified (its first conversion links it, with identity
+/// stitching on), the others stay anonymous. For comparing stitching on and off.
+pub fn identify_one_in(n: u64, records: &mut [GenRecord]) {
+    for r in records {
+        let Some(d) = r.key.as_deref().and_then(|k| k.strip_prefix("d-")) else {
+            continue;
+        };
+        if d.parse::<u64>().is_ok_and(|d| d % n == 0) {
+            continue;
+        }
+        if let Some(v) = &mut r.value {
+            *v = v.replace(
+                &format!(r#""customer_id":"cu-{d}""#),
+                r#""customer_id":null"#,
+            );
+        }
+    }
+}
+
 /// Customers who click on one device and buy on another (docs/design.md §6), for the demo
 /// with identity stitching on, to add to [`generate`]'s workload (its programs and contracts):
 /// each customer clicks anonymously on a laptop, logs in there (an identify record), and buys

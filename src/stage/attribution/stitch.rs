@@ -248,25 +248,15 @@ impl Processor {
     /// customer is a conflict). A first link moves the device's anonymous journey into the
     /// customer's (in place), or forwards it to the customer stage.
     fn link(&mut self, partition: i32, device: &[u8], customer: &str, t: Millis) -> Result<()> {
-        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
-        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
-        let stream_time = state.meta.stream_time;
-        let buf = &mut self.link_buf;
-        let slot = link_slot(
-            state,
-            &*self.store,
-            buf,
-            partition,
-            device,
-            stream_time,
-            keep,
-        )?;
+        let slot = self.link_of(partition, device)?;
         if let Some(l) = &mut slot.link {
-            if l.customer_id != customer {
-                self.stats.stitching.link_conflicts += 1;
-            } else if l.needs_touch(t) {
+            let conflict = l.customer_id != customer;
+            if !conflict && l.needs_touch(t) {
                 l.seen_at = t;
                 slot.dirty = true;
+            }
+            if conflict {
+                self.stats.stitching.link_conflicts += 1;
             }
             return Ok(());
         }
@@ -276,6 +266,7 @@ impl Processor {
         });
         slot.dirty = true;
         self.stats.stitching.links_created += 1;
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
         let src = std::mem::take(journey_mut(state, &*self.store, partition, device)?);
         if src.is_empty() {
             return Ok(());
@@ -314,19 +305,7 @@ impl Processor {
         device: &[u8],
         t: Millis,
     ) -> Result<Option<crate::model::records::Id>> {
-        let keep = stitching::link_keep_ms(&self.tables, &self.settings);
-        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
-        let stream_time = state.meta.stream_time;
-        let buf = &mut self.link_buf;
-        let slot = link_slot(
-            state,
-            &*self.store,
-            buf,
-            partition,
-            device,
-            stream_time,
-            keep,
-        )?;
+        let slot = self.link_of(partition, device)?;
         Ok(slot.link.as_mut().map(|l| {
             if l.needs_touch(t) {
                 l.seen_at = t;
@@ -337,36 +316,33 @@ impl Processor {
     }
 }
 
-/// A device's link, from the cache or else the store; a link retention has forgotten reads
-/// as none (and is deleted).
-fn link_slot<'a>(
-    state: &'a mut PartitionState,
-    store: &dyn JourneyStore,
-    key: &mut Vec<u8>,
-    partition: i32,
-    device: &[u8],
-    stream_time: Millis,
-    keep: Option<Millis>,
-) -> Result<&'a mut LinkSlot> {
-    if !state.links.contains_key(device) {
-        identity::link_key(device, key);
-        let link = match store.get(partition, key)? {
-            Some(bytes) => Some(Link::decode(&bytes).context("stored link cannot be decoded")?),
-            None => None,
-        };
-        let slot = LinkSlot { link, dirty: false };
-        state.links.insert(CacheKey::from_slice(device), slot);
+impl Processor {
+    /// A device's link, from the cache or else the store; a link retention has forgotten reads
+    /// as none (and is deleted). How long links are kept is worked out only for a device that
+    /// has one: most records are anonymous devices' without.
+    fn link_of(&mut self, partition: i32, device: &[u8]) -> Result<&mut LinkSlot> {
+        let state = load_partition(&mut self.partitions, &*self.store, partition)?;
+        if !state.links.contains_key(device) {
+            let key = &mut self.link_buf;
+            identity::link_key(device, key);
+            let link = match self.store.get(partition, key)? {
+                Some(bytes) => Some(Link::decode(&bytes).context("stored link cannot be decoded")?),
+                None => None,
+            };
+            let slot = LinkSlot { link, dirty: false };
+            state.links.insert(CacheKey::from_slice(device), slot);
+        }
+        let stream_time = state.meta.stream_time;
+        let slot = state.links.get_mut(device).expect("just inserted");
+        if let Some(l) = &slot.link {
+            let keep = stitching::link_keep_ms(&self.tables, &self.settings);
+            if l.expired(stream_time, keep) {
+                slot.link = None;
+                slot.dirty = true;
+            }
+        }
+        Ok(slot)
     }
-    let slot = state.links.get_mut(device).expect("just inserted");
-    if slot
-        .link
-        .as_ref()
-        .is_some_and(|l| l.expired(stream_time, keep))
-    {
-        slot.link = None;
-        slot.dirty = true;
-    }
-    Ok(slot)
 }
 
 #[cfg(test)]
