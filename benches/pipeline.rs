@@ -148,7 +148,7 @@ fn main() {
         let grace = std::env::var("ATTRIB_INPUT_GRACE_MS")
             .ok()
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(Settings::default().input_grace_ms);
+            .unwrap_or(Settings::default().input_grace.as_millis() as u64);
         println!();
         println!(
             "Latency: the generator writes both input topics (90 % clicks, 10 % conversions, over all partitions); \
@@ -429,18 +429,18 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
         ("ATTRIB_PROCESSING_GUARANTEE", g.to_string()),
         ("ATTRIB_COMMIT_INTERVAL_MS", COMMIT_INTERVAL_MS.to_string()),
         ("ATTRIB_LOG_LEVEL", "warn".to_string()),
-        ("ATTRIB_TOPIC_CLICKS", t.clicks.clone()),
-        ("ATTRIB_TOPIC_CONVERSIONS", t.conversions.clone()),
-        ("ATTRIB_TOPIC_IDENTITIES", t.identities.clone()),
+        ("ATTRIB_TOPICS_CLICKS", t.clicks.clone()),
+        ("ATTRIB_TOPICS_CONVERSIONS", t.conversions.clone()),
+        ("ATTRIB_TOPICS_IDENTITIES", t.identities.clone()),
         (
             "ATTRIB_IDENTITY_STITCHING",
             s.identity.stitching.to_string(),
         ),
-        ("ATTRIB_TOPIC_PROMO_CODES", t.promo_codes.clone()),
-        ("ATTRIB_TOPIC_CONFIG", t.config.clone()),
-        ("ATTRIB_TOPIC_ACTIONS", t.actions.clone()),
-        ("ATTRIB_TOPIC_INVALID_ACTIONS", t.invalid_actions.clone()),
-        ("ATTRIB_TOPIC_DLQ", t.dlq.clone()),
+        ("ATTRIB_TOPICS_PROMO_CODES", t.promo_codes.clone()),
+        ("ATTRIB_TOPICS_CONFIG", t.config.clone()),
+        ("ATTRIB_TOPICS_ACTIONS", t.actions.clone()),
+        ("ATTRIB_TOPICS_INVALID_ACTIONS", t.invalid_actions.clone()),
+        ("ATTRIB_TOPICS_DLQ", t.dlq.clone()),
         ("ATTRIB_METRICS_PORT", port.to_string()),
         // The mock cluster answers an empty fetch only after fetch.wait.max.ms (librdkafka's
         // default 500 ms) even when records arrive meanwhile; Kafka answers as soon as they
@@ -913,9 +913,9 @@ fn passthrough() {
     let brokers = var("ATTRIB_BROKERS");
     let group = var("ATTRIB_APPLICATION_ID");
     let (clicks, conversions, out) = (
-        var("ATTRIB_TOPIC_CLICKS"),
-        var("ATTRIB_TOPIC_CONVERSIONS"),
-        var("ATTRIB_TOPIC_ACTIONS"),
+        var("ATTRIB_TOPICS_CLICKS"),
+        var("ATTRIB_TOPICS_CONVERSIONS"),
+        var("ATTRIB_TOPICS_ACTIONS"),
     );
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)

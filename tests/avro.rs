@@ -530,7 +530,7 @@ fn settings_for_avro() {
     };
     let s = Settings::parse("", env(&[])).unwrap();
     assert_eq!(s.output_format, OutputFormat::Json);
-    assert_eq!(s.schema_registry_url, None);
+    assert_eq!(s.schema_registry.url, None);
     assert!(s.extra_writer_schemas.is_empty());
     assert!(AvroOutput::from_settings(&s).unwrap().is_none());
     let s = Settings::parse(
@@ -540,7 +540,7 @@ fn settings_for_avro() {
     .unwrap();
     assert_eq!(s.output_format, OutputFormat::Avro);
     assert_eq!(
-        s.schema_registry_url.as_deref(),
+        s.schema_registry.url.as_deref(),
         Some("https://sr.example:8081")
     );
     assert_eq!(
@@ -556,11 +556,11 @@ fn settings_for_avro() {
     )
     .unwrap();
     assert_eq!(s.output_format, OutputFormat::Avro);
-    assert_eq!(s.schema_registry_url, None);
-    let e = Settings::parse("schema_registry_url = \"sr:8081\"", env(&[]))
+    assert_eq!(s.schema_registry.url, None);
+    let e = Settings::parse("[schema_registry]\nurl = \"sr:8081\"", env(&[]))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("schema_registry_url"), "{e}");
+    assert!(e.contains("schema_registry.url"), "{e}");
     let e = Settings::parse("output_format = \"protobuf\"", env(&[]))
         .unwrap_err()
         .to_string();
@@ -570,7 +570,7 @@ fn settings_for_avro() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/attrib.toml"))
             .unwrap();
     let uncommented = example
-        .replace("# schema_registry_url = ", "schema_registry_url = ")
+        .replace("# url = ", "url = ")
         .replace("# extra_writer_schemas = ", "extra_writer_schemas = ")
         .replace("output_format = \"json\"", "output_format = \"avro\"")
         .replace("# actions = \"avro\"", "actions = \"avro\"")
@@ -582,7 +582,7 @@ fn settings_for_avro() {
         (f.actions, f.invalid_actions),
         (OutputFormat::Avro, OutputFormat::Json)
     );
-    assert!(s.schema_registry_url.is_some() && s.extra_writer_schemas.len() == 1);
+    assert!(s.schema_registry.url.is_some() && s.extra_writer_schemas.len() == 1);
     // A missing extra writer schema fails at start.
     let e = AvroInput::new(None, &[PathBuf::from("/nonexistent.avsc")])
         .err()
@@ -622,14 +622,18 @@ fn settings_for_per_topic_output_formats() {
     let s = Settings::parse(
         "[output_formats]\nactions = \"json\"\n",
         env(&[
-            ("ATTRIB_OUTPUT_FORMAT_ACTIONS", "avro"),
-            ("ATTRIB_OUTPUT_FORMAT_INVALID_ACTIONS", "avro"),
+            ("ATTRIB_OUTPUT_FORMATS_ACTIONS", "avro"),
+            ("ATTRIB_OUTPUT_FORMATS_INVALID_ACTIONS", "avro"),
             ("ATTRIB_OUTPUT_FORMAT", "json"),
         ]),
     )
     .unwrap();
     assert_eq!(formats_of(&s), (Avro, Avro));
-    let s = Settings::parse("", env(&[("ATTRIB_OUTPUT_FORMAT_INVALID_ACTIONS", "avro")])).unwrap();
+    let s = Settings::parse(
+        "",
+        env(&[("ATTRIB_OUTPUT_FORMATS_INVALID_ACTIONS", "avro")]),
+    )
+    .unwrap();
     assert_eq!(formats_of(&s), (Json, Avro));
     // check-config prints what it parsed, and that text parses to the same settings.
     let again = Settings::parse(&toml::to_string(&s).unwrap(), env(&[])).unwrap();
@@ -664,7 +668,7 @@ fn settings_for_per_topic_output_formats() {
         ),
         (
             "",
-            vec![("ATTRIB_OUTPUT_FORMAT_INVALID_ACTIONS", "xml")],
+            vec![("ATTRIB_OUTPUT_FORMATS_INVALID_ACTIONS", "xml")],
             "output_formats.invalid_actions",
             "xml",
         ),
@@ -692,7 +696,7 @@ fn settings_for_per_topic_output_formats() {
 #[test]
 fn settings_for_the_schema_registry_connection() {
     let s = Settings::parse(
-        "schema_registry_url = \"https://sr.example\"\nschema_registry_ca_file = \"/etc/attrib/ca.pem\"\n",
+        "[schema_registry]\nurl = \"https://sr.example\"\nca_file = \"/etc/attrib/ca.pem\"\n",
         env(&[
             ("ATTRIB_SCHEMA_REGISTRY_USER", "KEY"),
             ("ATTRIB_SCHEMA_REGISTRY_PASSWORD", "se/cr+t"),
@@ -709,44 +713,44 @@ fn settings_for_the_schema_registry_connection() {
     );
     // An empty variable unsets the file's value.
     let s = Settings::parse(
-        "schema_registry_url = \"https://sr.example\"\nschema_registry_ca_file = \"/ca.pem\"\n",
+        "[schema_registry]\nurl = \"https://sr.example\"\nca_file = \"/ca.pem\"\n",
         env(&[("ATTRIB_SCHEMA_REGISTRY_CA_FILE", "")]),
     )
     .unwrap();
-    assert_eq!(s.schema_registry_ca_file, None);
+    assert_eq!(s.schema_registry.ca_file, None);
     for (text, vars, field) in [
         (
-            "schema_registry_url = \"https://sr\"\nschema_registry_user = \"k\"",
+            "[schema_registry]\nurl = \"https://sr\"\nuser = \"k\"",
             vec![],
-            "schema_registry_password",
+            "schema_registry.password",
         ),
         (
-            "schema_registry_url = \"https://sr\"",
+            "[schema_registry]\nurl = \"https://sr\"",
             vec![("ATTRIB_SCHEMA_REGISTRY_PASSWORD", "p")],
-            "schema_registry_user",
+            "schema_registry.user",
         ),
         (
-            "schema_registry_url = \"http://sr:8081\"\nschema_registry_ca_file = \"/ca.pem\"",
+            "[schema_registry]\nurl = \"http://sr:8081\"\nca_file = \"/ca.pem\"",
             vec![],
-            "schema_registry_ca_file",
+            "schema_registry.ca_file",
         ),
         (
-            "schema_registry_ca_file = \"/ca.pem\"",
+            "[schema_registry]\nca_file = \"/ca.pem\"",
             vec![],
-            "schema_registry_ca_file",
+            "schema_registry.ca_file",
         ),
         (
-            "schema_registry_user = \"k\"\nschema_registry_password = \"p\"",
+            "[schema_registry]\nuser = \"k\"\npassword = \"p\"",
             vec![],
-            "schema_registry_user",
+            "schema_registry.user",
         ),
         (
-            "schema_registry_url = \"https://a:b@sr\"",
+            "[schema_registry]\nurl = \"https://a:b@sr\"",
             vec![
                 ("ATTRIB_SCHEMA_REGISTRY_USER", "k"),
                 ("ATTRIB_SCHEMA_REGISTRY_PASSWORD", "p"),
             ],
-            "schema_registry_user",
+            "schema_registry.user",
         ),
     ] {
         let e = Settings::parse(text, env(&vars)).unwrap_err().to_string();
@@ -1847,7 +1851,10 @@ fn schema_registry_over_https_with_a_private_ca_and_basic_auth() {
     std::fs::write(&other, TestCa::new("another CA").pem()).unwrap();
     for trusted in [None, Some(other)] {
         let s = Settings {
-            schema_registry_ca_file: trusted.clone(),
+            schema_registry: attrib::ops::settings::SchemaRegistry {
+                ca_file: trusted.clone(),
+                ..s.schema_registry.clone()
+            },
             ..s.clone()
         };
         let e = format!("{:#}", AvroOutput::from_settings(&s).err().unwrap());
@@ -1940,7 +1947,7 @@ fn registry_down_at_start_is_picked_up_when_it_comes_back() {
         .unwrap()
         .local_addr()
         .unwrap();
-    s.schema_registry_url = Some(format!("http://{addr}"));
+    s.schema_registry.url = Some(format!("http://{addr}"));
     s.output_formats.actions = Some(OutputFormat::Avro);
     for (t, p) in common::topics_of(&s, 1) {
         cluster.create_topic(&t, p, 1).unwrap();
@@ -2012,7 +2019,7 @@ fn mixed_output_formats_end_to_end() {
     // 1. Actions in Avro through a registry (Confluent wire format), invalid actions in JSON.
     let reg = TestRegistry::start();
     let (s, out) = run_mock_pipeline(|s| {
-        s.schema_registry_url = Some(reg.url());
+        s.schema_registry.url = Some(reg.url());
         s.output_formats.actions = Some(OutputFormat::Avro);
     });
     let subjects = reg.state.lock().unwrap().subjects.clone();

@@ -28,7 +28,9 @@ fn compressed_input_and_output_every_codec() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
-    s.kafka.insert("compression.type".into(), "zstd".into());
+    s.kafka
+        .producer
+        .insert("compression.type".into(), "zstd".into());
     common::create_topics(&brokers, &common::topics_of(&s, 2));
     attrib::tools::demo::produce(&brokers, &s, &[common::rec(
         attrib::model::records::InputTopic::Config,

@@ -1047,7 +1047,7 @@ fn port_number(v: &Yaml) -> u16 {
 
 #[test]
 fn ports_and_probe_paths_match_the_http_server() {
-    let addr: std::net::SocketAddr = Settings::default().http_addr.parse().unwrap();
+    let addr: std::net::SocketAddr = Settings::default().http_addr;
     let port = addr.port();
     assert_eq!(port, 9464);
 
@@ -1216,7 +1216,7 @@ fn deploy_configs_are_accepted_by_settings() {
     let pod = Settings::parse(cm_toml, statefulset_env())
         .unwrap_or_else(|e| panic!("configmap.yaml attrib.toml + statefulset env: {e:#}"));
     assert_eq!(
-        pod.kafka.get("client.id").map(String::as_str),
+        pod.kafka.common.get("client.id").map(String::as_str),
         Some("$(POD_NAME)")
     );
 
@@ -1331,14 +1331,26 @@ fn deploy_configs_are_accepted_by_settings() {
 /// Whether `Settings` reads the variable: it changes the parsed settings (or is refused, for
 /// a setting whose only valid value is its default), or is a librdkafka pass-through.
 fn understood(name: &str) -> Result<String, String> {
-    if name == "ATTRIB_KAFKA_" {
+    if matches!(
+        name,
+        "ATTRIB_KAFKA_"
+            | "ATTRIB_KAFKA_CONSUMER_"
+            | "ATTRIB_KAFKA_PRODUCER_"
+            | "ATTRIB_KAFKA_ADMIN_"
+    ) {
         return Ok("ATTRIB_KAFKA_<OPTION> pass-through".into());
     }
     if let Some(opt) = name.strip_prefix("ATTRIB_KAFKA_") {
         let s = Settings::parse("", [(name.to_string(), "v".to_string())])
             .map_err(|e| e.to_string())?;
         let key = opt.to_ascii_lowercase().replace('_', ".");
-        return if s.kafka.get(&key).map(String::as_str) == Some("v") {
+        let set = s.kafka.common.get(&key).or_else(|| {
+            attrib::ops::settings::ClientKind::ALL.iter().find_map(|k| {
+                let section = format!("{}.", k.name());
+                s.kafka.section(*k).get(key.strip_prefix(&section)?)
+            })
+        });
+        return if set.map(String::as_str) == Some("v") {
             Ok(format!("librdkafka {key}"))
         } else {
             Err(format!("{name} did not set kafka.{key}"))
@@ -1511,6 +1523,7 @@ fn journeys_api_needs_the_bearer_token_and_is_404_when_disabled() {
         s.journeys_api = JourneysApi {
             enabled: true,
             token: Some(TOKEN.into()),
+            ..JourneysApi::default()
         };
     });
     let run = Running::start(&s);
@@ -1617,6 +1630,7 @@ fn journeys_api_shows_a_devices_link_and_its_customers_journey() {
         s.journeys_api = JourneysApi {
             enabled: true,
             token: Some(TOKEN.into()),
+            ..JourneysApi::default()
         };
     });
     let repartition = attrib::runtime::topology::repartition_topic(&s.application_id);

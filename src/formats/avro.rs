@@ -1244,16 +1244,18 @@ impl RegistryConfig {
     /// `schema_registry_url`, `_ca_file`, `_user` and `_password`; `None` without a URL.
     pub fn from_settings(s: &Settings) -> Option<RegistryConfig> {
         let url = s
-            .schema_registry_url
+            .schema_registry
+            .url
             .as_deref()
             .filter(|u| !u.trim().is_empty())?;
         Some(RegistryConfig {
             url: url.to_string(),
-            ca_file: s.schema_registry_ca_file.clone(),
+            ca_file: s.schema_registry.ca_file.clone(),
             basic_auth: s
-                .schema_registry_user
+                .schema_registry
+                .user
                 .clone()
-                .zip(s.schema_registry_password.clone()),
+                .zip(s.schema_registry.password.clone()),
         })
     }
 }

@@ -140,7 +140,7 @@ pub(super) fn ensure_internal_topics(
     if missing.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<LogContext> = base_config(s).create_with_context(LogContext)?;
+    let admin: AdminClient<LogContext> = admin_config(s).create_with_context(LogContext)?;
     let new: Vec<NewTopic> = missing
         .iter()
         .map(|t| {
@@ -210,7 +210,7 @@ impl Purge {
             }
         }
         if self.admin.is_none() {
-            match base_config(s).create_with_context(LogContext) {
+            match admin_config(s).create_with_context(LogContext) {
                 Ok(a) => self.admin = Some(std::sync::Arc::new(a)),
                 Err(e) => return warn!("cannot purge {topic}: {e}"),
             }

@@ -2,7 +2,7 @@
 
 use super::worker::*;
 use crate::ops::metrics::Metrics;
-use crate::ops::settings::Settings;
+use crate::ops::settings::{ClientKind, Settings};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -219,32 +219,37 @@ impl ConsumerContext for ConsumerCtx {
 // Client configuration
 // ---------------------------------------------------------------------------------------------
 
-pub(super) fn base_config(s: &Settings) -> ClientConfig {
+/// The options every client gets from attrib, before its kind's own.
+fn common_config(s: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &s.brokers);
     c.set(
         "client.id",
         format!("{}-{}", s.application_id, s.instance_id()),
     );
-    // Consumer-only settings are set again by the consumers' own configurations.
-    for (k, v) in &s.kafka {
-        if !is_consumer_only(k) {
-            c.set(k, v);
-        }
+    c
+}
+
+/// The user's options for `kind` (`[kafka]` and `[kafka.<kind>]`), over attrib's defaults.
+fn user_options(c: &mut ClientConfig, s: &Settings, kind: ClientKind) {
+    for (k, v) in s.kafka.for_client(kind) {
+        c.set(k, v);
     }
+}
+
+/// An admin client's configuration.
+pub(super) fn admin_config(s: &Settings) -> ClientConfig {
+    let mut c = common_config(s);
+    user_options(&mut c, s, ClientKind::Admin);
     c
 }
 
 pub(super) fn consumer_config(s: &Settings) -> ClientConfig {
-    let mut c = base_config(s);
-    c.set("group.id", &s.application_id)
-        // Clicks and conversions of one key are co-partitioned: the range assignor hands the
-        // same partition number of both topics to the same member.
-        .set("partition.assignment.strategy", "range")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
+    let mut c = group_reader_config(s);
+    // Clicks and conversions of one key are co-partitioned: the range assignor hands the
+    // same partition number of both topics to the same member.
+    c.set("partition.assignment.strategy", "range")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
         // End-of-partition events tell a task that an empty partition is read to its end
         // (see `crate::runtime::input_order`).
         .set("enable.partition.eof", "true")
@@ -254,29 +259,36 @@ pub(super) fn consumer_config(s: &Settings) -> ClientConfig {
     if let Some(id) = &s.instance_id {
         c.set("group.instance.id", format!("{}-{id}", s.application_id));
     }
-    for (k, v) in &s.kafka {
-        c.set(k, v);
-    }
+    user_options(&mut c, s, ClientKind::Consumer);
+    c
+}
+
+/// A consumer of the group that only reads its committed offsets (never subscribes).
+pub(super) fn group_reader_config(s: &Settings) -> ClientConfig {
+    let mut c = common_config(s);
+    c.set("group.id", &s.application_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    user_options(&mut c, s, ClientKind::Consumer);
     c
 }
 
 /// A consumer outside the group, for tables and restores.
 pub(super) fn reader_config(s: &Settings, purpose: &str) -> ClientConfig {
-    let mut c = base_config(s);
+    let mut c = common_config(s);
     c.set("group.id", format!("{}-{purpose}", s.application_id))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
-    for (k, v) in &s.kafka {
-        c.set(k, v);
-    }
+    user_options(&mut c, s, ClientKind::Consumer);
     c
 }
 
 /// A producer; with a transactional id for an `exactly_once` task.
 pub(super) fn producer_config(s: &Settings, transactional_id: Option<&str>) -> ClientConfig {
-    let mut c = base_config(s);
+    let mut c = common_config(s);
     c.set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000");
@@ -289,35 +301,8 @@ pub(super) fn producer_config(s: &Settings, transactional_id: Option<&str>) -> C
             .set("transaction.timeout.ms", "60000");
     }
     // The user's settings win over the defaults above.
-    for (k, v) in &s.kafka {
-        if !is_consumer_only(k) {
-            c.set(k, v);
-        }
-    }
+    user_options(&mut c, s, ClientKind::Producer);
     c
-}
-
-/// `kafka` settings that librdkafka would ignore (with a warning) on a producer.
-pub(super) fn is_consumer_only(key: &str) -> bool {
-    const KEYS: &[&str] = &[
-        "session.timeout.ms",
-        "heartbeat.interval.ms",
-        "max.poll.interval.ms",
-        "auto.offset.reset",
-        "isolation.level",
-        "enable.auto.commit",
-        "auto.commit.interval.ms",
-        "partition.assignment.strategy",
-        "group.instance.id",
-        "group.protocol",
-        "fetch.min.bytes",
-        "fetch.max.bytes",
-        "fetch.wait.max.ms",
-        "max.partition.fetch.bytes",
-        "queued.min.messages",
-        "queued.max.messages.kbytes",
-    ];
-    KEYS.contains(&key)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -233,7 +233,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     }
     let subscribed: Vec<&str> = stream_names.iter().map(|n| &**n).collect();
     consumer.subscribe(&subscribed)?;
-    let interval = Duration::from_millis(settings.commit_interval_ms);
+    let interval = settings.commit_interval;
     let mut last_commit = Instant::now();
     let mut last_tables = Instant::now() - Duration::from_secs(1);
     let mut was_unreadable = false;

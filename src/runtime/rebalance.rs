@@ -111,10 +111,8 @@ impl Worker {
         reader: &BaseConsumer<LogContext>,
         partitions: &BTreeSet<i32>,
     ) -> Result<HashMap<i32, Committed>> {
-        let mut c = base_config(&self.settings);
-        c.set("group.id", &self.settings.application_id)
-            .set("enable.auto.commit", "false");
-        let group: BaseConsumer<LogContext> = c.create_with_context(LogContext)?;
+        let group: BaseConsumer<LogContext> =
+            group_reader_config(&self.settings).create_with_context(LogContext)?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             for topic in &self.stream_names {

@@ -19,7 +19,7 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let addr = settings.http_addr.parse()?;
+    let addr = settings.http_addr;
     // Fatal before anything starts: an HTTP address in use (no probes, no metrics) and
     // settings librdkafka refuses.
     let listener = rt.block_on(crate::ops::http::bind(addr))?;

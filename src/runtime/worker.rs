@@ -151,7 +151,7 @@ impl Worker {
                 self.enforced_logged = Some(Instant::now());
                 warn!(
                     records = enforced,
-                    max_task_idle_ms = self.settings.max_task_idle_ms,
+                    max_task_idle_ms = self.settings.max_task_idle.as_millis() as u64,
                     "a task waited in vain for one of its input partitions; processing ahead of it (attrib_enforced_processing_total)"
                 );
             }

@@ -225,7 +225,7 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
         ..Settings::default()
     };
     settings.state_dir = state.path().to_path_buf();
-    settings.http_addr = format!("127.0.0.1:{port}");
+    settings.http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     settings.application_id = "attrib-demo".into();
     // Cross-device identity stitching (docs/design.md §6): the two-stage topology.
     settings.identity.stitching = true;
@@ -281,7 +281,7 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
         heartbeat: handles.heartbeat.clone(),
         journeys: Some(("demo".into(), handles.journey_lookup())),
     };
-    let addr = settings.http_addr.parse()?;
+    let addr = settings.http_addr;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     rt.spawn(async move {
         let _ = crate::ops::http::serve(addr, http_state, async move {

@@ -45,8 +45,8 @@ pub fn test_settings(brokers: &str, guarantee: Guarantee, state_dir: &std::path:
     };
     s.application_id = format!("attrib-{id}");
     s.state_dir = state_dir.to_path_buf();
-    s.http_addr = "127.0.0.1:0".into();
-    s.commit_interval_ms = 100;
+    s.http_addr = "127.0.0.1:0".parse().unwrap();
+    s.commit_interval = std::time::Duration::from_millis(100);
     let t = &mut s.topics;
     for name in [
         &mut t.clicks,
