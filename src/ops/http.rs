@@ -46,9 +46,13 @@ impl Heartbeat {
     }
 }
 
-/// Looks up one journey key: the stored journeys (as JSON) of every partition holding it.
+/// Looks up one journey key: the stored journeys (as JSON) of every partition holding it; the
+/// flag asks for this instance's own store only (a lookup forwarded by another instance).
 pub type JourneyLookup =
-    Arc<dyn Fn(&[u8]) -> anyhow::Result<Option<serde_json::Value>> + Send + Sync>;
+    Arc<dyn Fn(&[u8], bool) -> anyhow::Result<Option<serde_json::Value>> + Send + Sync>;
+
+/// Marks a lookup one instance forwards to another, which answers from its own store only.
+pub const FORWARDED_HEADER: &str = "x-attrib-forwarded";
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -137,14 +141,11 @@ async fn journey(
         )
             .into_response();
     }
-    match tokio::task::spawn_blocking(move || lookup(key.as_bytes())).await {
+    let local_only = headers.contains_key(FORWARDED_HEADER);
+    match tokio::task::spawn_blocking(move || lookup(key.as_bytes(), local_only)).await {
         Ok(Ok(Some(v))) => axum::Json(v).into_response(),
-        Ok(Ok(None)) => (
-            StatusCode::NOT_FOUND,
-            "no journey with this key on this instance",
-        )
-            .into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no journey with this key").into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_GATEWAY, format!("{e:#}")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

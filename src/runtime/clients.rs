@@ -260,6 +260,12 @@ pub(super) fn consumer_config(s: &Settings) -> ClientConfig {
         c.set("group.instance.id", format!("{}-{id}", s.application_id));
     }
     user_options(&mut c, s, ClientKind::Consumer);
+    // Other instances find this one's journeys API through the group (see `directory`).
+    if s.journeys_api.enabled {
+        let id = c.get("client.id").unwrap_or_default().to_string();
+        let url = super::directory::advertised_url(s);
+        c.set("client.id", super::directory::client_id_with_url(&id, &url));
+    }
     c
 }
 

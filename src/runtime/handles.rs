@@ -4,8 +4,9 @@ use crate::model::identity::{self, JourneyRef, Link};
 use crate::model::journey::Journey;
 use crate::ops::http::JourneyLookup;
 use crate::ops::metrics::Metrics;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// What the processing thread shares with the HTTP server, the demo and the tests.
 #[derive(Clone)]
@@ -19,6 +20,9 @@ pub struct Handles {
     pub commits: Arc<AtomicU64>,
     /// The processing thread's sign of life, for `/health/live`.
     pub heartbeat: Arc<crate::ops::http::Heartbeat>,
+    /// The partitions this instance owns: the store may keep partitions it owned before,
+    /// which a lookup must not answer from.
+    pub owned: Arc<RwLock<BTreeSet<i32>>>,
 }
 
 impl Default for Handles {
@@ -30,21 +34,76 @@ impl Default for Handles {
             db: Arc::new(Mutex::new(None)),
             commits: Arc::new(AtomicU64::new(0)),
             heartbeat: Arc::new(crate::ops::http::Heartbeat::default()),
+            owned: Arc::new(RwLock::new(BTreeSet::new())),
         }
     }
 }
 
 impl Handles {
-    /// Looks a journey key up in every partition of the open store: the journey stored under
-    /// the key (a device's anonymous journey, with stitching on), and with stitching on the
-    /// device's link and its customer's journey, and the journey of a customer of that id.
+    /// Looks a journey key up in this instance's store only (see [`Handles::local_lookup`]).
     pub fn journey_lookup(&self) -> JourneyLookup {
+        let local = self.local_lookup();
+        Arc::new(move |key: &[u8], _local_only: bool| local(key))
+    }
+
+    /// Looks a journey key up here, and when it is not here, in the other instances of the
+    /// group (found through `directory`), unless the request was forwarded already.
+    pub fn journey_lookup_anywhere(
+        &self,
+        directory: super::directory::Directory,
+        self_url: String,
+        token: String,
+    ) -> JourneyLookup {
+        let local = self.local_lookup();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Arc::new(move |key: &[u8], local_only: bool| {
+            if let Some(mut found) = local(key)? {
+                found["instance"] = serde_json::Value::String(self_url.clone());
+                return Ok(Some(found));
+            }
+            if local_only {
+                return Ok(None);
+            }
+            let owners = directory.owners()?;
+            let mut failed = Vec::new();
+            for owner in owners.iter().filter(|o| o.url != self_url) {
+                match ask(&agent, &owner.url, key, &token) {
+                    Ok(Some(found)) => return Ok(Some(found)),
+                    Ok(None) => {}
+                    Err(e) => failed.push(format!("{}: {e}", owner.url)),
+                }
+            }
+            if failed.is_empty() {
+                Ok(None)
+            } else {
+                anyhow::bail!(
+                    "not found on the instances that answered; {} did not: {}",
+                    failed.len(),
+                    failed.join("; ")
+                )
+            }
+        })
+    }
+
+    /// Looks a journey key up in the owned partitions of the open store: the journey stored
+    /// under the key (a device's anonymous journey, with stitching on), and with stitching on
+    /// the device's link and its customer's journey, and the journey of a customer of that id.
+    fn local_lookup(
+        &self,
+    ) -> impl Fn(&[u8]) -> anyhow::Result<Option<serde_json::Value>> + Send + Sync + 'static {
         let db = self.db.clone();
-        Arc::new(move |key: &[u8]| {
+        let owned = self.owned.clone();
+        move |key: &[u8]| {
             let Some(db) = db.lock().expect("db lock").clone() else {
                 return Ok(None);
             };
-            let partitions = stored_partitions(&db)?;
+            let owned = owned.read().expect("owned lock").clone();
+            let mut partitions = stored_partitions(&db)?;
+            partitions.retain(|p| owned.contains(p));
             let get = |p: i32, k: &[u8]| -> anyhow::Result<Option<Vec<u8>>> {
                 let mut jk = vec![b'j'];
                 jk.extend_from_slice(&p.to_be_bytes());
@@ -97,8 +156,52 @@ impl Handles {
                 out["customer_journey"] = serde_json::Value::Array(as_customer);
             }
             Ok(Some(out))
-        })
+        }
     }
+}
+
+/// Asks another instance for a key, marked as forwarded so that it answers from its own
+/// store only.
+fn ask(
+    agent: &ureq::Agent,
+    url: &str,
+    key: &[u8],
+    token: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let key = percent_encode(key);
+    let mut resp = agent
+        .get(&format!("{url}/journeys/{key}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header(crate::ops::http::FORWARDED_HEADER, "1")
+        .call()?;
+    match resp.status().as_u16() {
+        200 => {
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(16 << 20)
+                .read_to_string()?;
+            Ok(Some(serde_json::from_str(&body)?))
+        }
+        404 => Ok(None),
+        status => anyhow::bail!(
+            "HTTP {status}: {}",
+            resp.body_mut().read_to_string().unwrap_or_default()
+        ),
+    }
+}
+
+/// A key as one URL path segment.
+fn percent_encode(key: &[u8]) -> String {
+    let mut out = String::with_capacity(key.len());
+    for &b in key {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The partitions the store holds metadata for.

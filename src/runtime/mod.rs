@@ -25,6 +25,7 @@
 mod admin;
 mod clients;
 mod commit;
+pub mod directory;
 mod emit;
 mod failpoint;
 mod handles;

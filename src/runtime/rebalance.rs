@@ -48,6 +48,7 @@ impl Worker {
             }
         }
         self.handles.metrics.assigned.set(self.owned.len() as i64);
+        *self.handles.owned.write().expect("owned lock") = self.owned.clone();
     }
 
     /// Takes newly assigned partitions over: initialises their tasks' transactional ids (which
@@ -100,6 +101,7 @@ impl Worker {
             }
         }
         self.handles.metrics.assigned.set(self.owned.len() as i64);
+        *self.handles.owned.write().expect("owned lock") = self.owned.clone();
         self.handles.ready.store(true, Ordering::Release);
         Ok(())
     }

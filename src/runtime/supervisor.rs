@@ -24,16 +24,27 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
     // settings librdkafka refuses.
     let listener = rt.block_on(crate::ops::http::bind(addr))?;
     check_client_settings(&settings)?;
+    let journeys = match settings.journeys_api.enabled {
+        true => {
+            let token = settings.journeys_api.token.clone().unwrap_or_default();
+            let directory = super::directory::Directory::new(&settings)?;
+            let url = super::directory::advertised_url(&settings);
+            info!(
+                url,
+                "journeys API on; other instances reach this one at its advertised URL"
+            );
+            Some((
+                token.clone(),
+                handles.journey_lookup_anywhere(directory, url, token),
+            ))
+        }
+        false => None,
+    };
     let http_state = HttpState {
         metrics: handles.metrics.clone(),
         ready: handles.ready.clone(),
         heartbeat: handles.heartbeat.clone(),
-        journeys: settings.journeys_api.enabled.then(|| {
-            (
-                settings.journeys_api.token.clone().unwrap_or_default(),
-                handles.journey_lookup(),
-            )
-        }),
+        journeys,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
