@@ -13,10 +13,11 @@ use std::path::PathBuf;
 pub enum SubjectNameStrategy {
     /// `<topic>-value` (Confluent's `TopicNameStrategy`): one record type per topic.
     Topic,
-    /// `<record full name>` (`RecordNameStrategy`), e.g. `attrib.Action`, shared by every topic.
+    /// `<record full name>` (`RecordNameStrategy`), e.g. `io.attrib.Action`, shared by every
+    /// topic.
     Record,
     /// `<topic>-<record full name>` (`TopicRecordNameStrategy`), e.g.
-    /// `attrib.actions-attrib.Action`: works on topics that carry several record types.
+    /// `attrib.actions-io.attrib.Action`: works on topics that carry several record types.
     #[default]
     TopicRecord,
 }
