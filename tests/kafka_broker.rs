@@ -14,6 +14,50 @@ fn end_to_end_on_a_real_broker_exactly_once() {
     let s = common::test_settings(&brokers, Guarantee::ExactlyOnce, dir.path());
     common::create_topics(&brokers, &common::topics_of(&s, 2));
     common::end_to_end(&brokers, &s);
+    group_commits_only_input_offsets(&brokers, &s);
+}
+
+/// The consumer group's committed offsets: the inputs', each with the segment and the
+/// committed changelog end as metadata, and none on the changelog (which lag tools would
+/// list as a topic the group consumes).
+fn group_commits_only_input_offsets(brokers: &str, s: &attrib::ops::settings::Settings) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let group: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &s.application_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let changelog = s.changelog_topic();
+    for p in 0..2 {
+        for topic in [&s.topics.clicks, &s.topics.conversions, &changelog] {
+            tpl.add_partition(topic, p);
+        }
+    }
+    let got = group
+        .committed_offsets(tpl, std::time::Duration::from_secs(30))
+        .unwrap();
+    let mut ends = 0;
+    for e in got.elements() {
+        if e.topic() == changelog {
+            assert_eq!(e.offset(), Offset::Invalid, "a group offset on {changelog}");
+            continue;
+        }
+        if let Offset::Offset(_) = e.offset() {
+            assert!(
+                e.metadata().starts_with("attrib-segment:"),
+                "{}: {:?}",
+                e.topic(),
+                e.metadata()
+            );
+            ends += usize::from(e.metadata().contains(";changelog-end:"));
+        }
+    }
+    assert!(
+        ends > 0,
+        "no committed input offset carries the changelog end"
+    );
 }
 
 /// Input compressed with each codec Kafka producers use (zstd, lz4, snappy, gzip), and output

@@ -1,7 +1,7 @@
 //! Partitions assigned and revoked: tasks started, positions read, work dropped.
 
 use super::{clients::*, task::*, worker::*};
-use crate::state::changelog::SegmentId;
+use crate::state::changelog::{CommitMeta, SegmentId};
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -120,8 +120,10 @@ impl Worker {
             for topic in &self.stream_names {
                 tpl.add_partition(topic, *p);
             }
-            // Only exactly_once commits an offset on the changelog (one left over from a run
-            // under exactly_once must not cut an at_least_once restore short).
+            // Versions before this one committed an offset on the changelog under
+            // exactly_once; read for an upgrade (see below). Only under exactly_once: an end
+            // left over from a run under exactly_once must not cut an at_least_once restore
+            // short.
             if self.eos {
                 tpl.add_partition(&self.changelog, *p);
             }
@@ -130,6 +132,7 @@ impl Worker {
             .committed_offsets(tpl, KAFKA_TIMEOUT)
             .context("cannot read the committed offsets")?;
         let mut out: HashMap<i32, Committed> = HashMap::new();
+        let mut from_metadata: HashMap<i32, i64> = HashMap::new();
         for e in got.elements() {
             let p = e.partition();
             if e.topic() == self.changelog {
@@ -144,9 +147,17 @@ impl Worker {
             };
             let entry = out.entry(p).or_default();
             entry.positions.push((e.topic().to_string(), next));
-            if let Some(id) = SegmentId::parse(e.metadata()) {
-                entry.segment = Some(id);
+            if let Some(meta) = CommitMeta::parse(e.metadata()) {
+                entry.segment = Some(meta.segment);
+                if let (true, Some(end)) = (self.eos, meta.changelog_end) {
+                    from_metadata.insert(p, end);
+                }
             }
+        }
+        // The end in the offsets' metadata wins over a group offset on the changelog, which
+        // earlier versions committed (and which stays behind after an upgrade).
+        for (p, end) in from_metadata {
+            out.entry(p).or_default().changelog_end = Some(end);
         }
         Ok(out)
     }

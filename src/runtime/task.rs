@@ -4,11 +4,11 @@ use super::topology::{StageId, TaskId};
 use super::{clients::*, emit::*};
 use crate::formats::codec::Encoded;
 use crate::ops::settings::Settings;
-use crate::state::changelog::SegmentId;
+use crate::state::changelog::{CommitMeta, SegmentId};
 use anyhow::{Context, Result, anyhow};
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::producer::{Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -103,16 +103,24 @@ pub(super) fn commit_task(
     changelog: &str,
     p: i32,
     producer: &ThreadedProducer<ProducerCtx>,
-    mut tpl: TopicPartitionList,
+    tpl: TopicPartitionList,
     gm: &ConsumerGroupMetadata,
 ) -> Result<()> {
-    // The segment's `End` acknowledged, its offset is known: the group's offset on the
-    // changelog partition, committed with the inputs' offsets, says where the committed
-    // changelog ends (nisshi 0.7.0 returns no offset metadata).
+    // The segment's `End` acknowledged, its offset is known: the input offsets' metadata,
+    // committed with them, says where the committed changelog ends (no group offset on the
+    // changelog itself: lag tools would list it as a topic the group consumes).
     flush(producer, KAFKA_TIMEOUT).context("cannot flush the transaction's records")?;
     let end = changelog_end(s, changelog, p, producer.context())?;
     if end >= 0 {
-        tpl.add_partition_offset(changelog, p, Offset::Offset(end + 1))?;
+        for mut e in tpl.elements() {
+            let segment = SegmentId::parse(e.metadata())
+                .ok_or_else(|| anyhow::anyhow!("offset metadata without a segment id"))?;
+            let meta = CommitMeta {
+                segment,
+                changelog_end: Some(end + 1),
+            };
+            e.set_metadata(meta.to_string());
+        }
     }
     if tpl.count() > 0 {
         producer

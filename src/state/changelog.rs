@@ -4,7 +4,9 @@
 //! the changed journeys, then an `End` marker carrying the partition's metadata. The markers
 //! share the empty key (so compaction keeps only the newest), and each names its segment
 //! (`token` of the producing task + sequence number) and the segment it builds on (`parent`).
-//! The transaction also commits the input offsets with the segment id as offset metadata.
+//! The transaction also commits the input offsets with [`CommitMeta`] as offset metadata: the
+//! segment id, and where the committed changelog ends (so the consumer group commits no offset
+//! on the changelog itself, which lag tools would list as a consumed topic).
 //!
 //! Kafka hides aborted transactions from `read_committed` readers, so every segment a restore
 //! sees is committed. Some Kafka-compatible brokers do not (nisshi 0.7.0 returns no aborted
@@ -45,6 +47,41 @@ impl SegmentId {
         Some(SegmentId {
             token: u64::from_str_radix(token, 16).ok()?,
             seq: seq.parse().ok()?,
+        })
+    }
+}
+
+/// The offset-commit metadata of a task's input offsets: the transaction's segment, and the
+/// changelog offset after its `End` marker (absent when written before attrib kept it there,
+/// or when the changelog partition was empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitMeta {
+    pub segment: SegmentId,
+    pub changelog_end: Option<i64>,
+}
+
+impl fmt::Display for CommitMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.segment)?;
+        if let Some(end) = self.changelog_end {
+            write!(f, ";changelog-end:{end}")?;
+        }
+        Ok(())
+    }
+}
+
+impl CommitMeta {
+    /// Parses what [`fmt::Display`] writes, and a bare segment id (written by earlier versions).
+    pub fn parse(s: &str) -> Option<CommitMeta> {
+        let (segment, rest) = s.split_once(';').unwrap_or((s, ""));
+        let changelog_end = match rest.strip_prefix("changelog-end:") {
+            Some(n) => Some(n.parse().ok()?),
+            None if rest.is_empty() => None,
+            None => return None,
+        };
+        Some(CommitMeta {
+            segment: SegmentId::parse(segment)?,
+            changelog_end,
         })
     }
 }
@@ -436,6 +473,20 @@ mod tests {
     fn segment_ids_round_trip_through_offset_metadata() {
         let i = id(0xdead_beef, 42);
         assert_eq!(SegmentId::parse(&i.to_string()), Some(i));
+        for end in [None, Some(0), Some(1_234_567)] {
+            let m = CommitMeta {
+                segment: i,
+                changelog_end: end,
+            };
+            assert_eq!(CommitMeta::parse(&m.to_string()), Some(m));
+        }
+        // Metadata of earlier versions: the segment alone.
+        assert_eq!(
+            CommitMeta::parse(&i.to_string()).map(|m| (m.segment, m.changelog_end)),
+            Some((i, None))
+        );
+        assert_eq!(CommitMeta::parse(&format!("{i};changelog-end:x")), None);
+        assert_eq!(CommitMeta::parse(&format!("{i};other")), None);
         assert_eq!(SegmentId::parse(""), None);
         assert_eq!(SegmentId::parse("attrib-segment:zz:1"), None);
     }
