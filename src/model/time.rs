@@ -135,6 +135,15 @@ pub mod rfc3339 {
     }
 }
 
+/// The wall clock in milliseconds, for what the design times by it (`processed_at`, arrival
+/// times of input records); never an event time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,13 +181,4 @@ mod tests {
             assert_eq!(format_rfc3339(ms), format_rfc3339_slow(ms), "{ms}");
         }
     }
-}
-
-/// The wall clock in milliseconds, for what the design times by it (`processed_at`, arrival
-/// times of input records); never an event time.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

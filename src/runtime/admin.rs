@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -15,7 +14,7 @@ use tracing::{debug, info, warn};
 pub(super) fn wait_for_cluster(
     s: &Settings,
     consumer: &BaseConsumer<impl ConsumerContext>,
-    shutdown: &AtomicBool,
+    shutdown: &super::handles::Shutdown,
     heartbeat: &crate::ops::http::Heartbeat,
 ) -> Result<()> {
     let started = Instant::now();
@@ -40,7 +39,7 @@ pub(super) fn wait_for_cluster(
                 }
             }
         }
-        if shutdown.load(Ordering::Acquire) {
+        if shutdown.requested() {
             bail!("shutdown while waiting for Kafka");
         }
     }

@@ -322,7 +322,7 @@ fn partition_lag(
     partition: i32,
     part: &rdkafka::statistics::Partition,
 ) -> Option<i64> {
-    if !w.eos {
+    if !w.eos() {
         return (part.consumer_lag >= 0).then_some(part.consumer_lag);
     }
     let committed = w

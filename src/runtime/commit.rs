@@ -30,7 +30,7 @@ impl Worker {
             outputs = self.outputs.len()
         );
         let _g = span.enter();
-        if self.eos {
+        if self.eos() {
             self.commit_tasks(consumer, sweep)?;
         } else {
             let writes = self.processor.drain_writes();
@@ -68,7 +68,7 @@ impl Worker {
         let open: Vec<i32> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.txn_open)
+            .filter(|(_, t)| t.is_open())
             .map(|(p, _)| *p)
             .collect();
         // Every task in a transaction writes its segment, with or without journey changes.
@@ -100,7 +100,7 @@ impl Worker {
         // transaction open, to be aborted).
         let mut work = Vec::new();
         for (&p, task) in &self.tasks {
-            if !task.txn_open {
+            if !task.is_open() {
                 continue;
             }
             let id = task.next_segment();
@@ -123,8 +123,7 @@ impl Worker {
         let mut jobs = Vec::new();
         for (p, tpl, positions, gm) in work {
             let task = self.tasks.get_mut(&p).expect("task gathered above");
-            task.txn_open = false;
-            task.committing = true;
+            task.txn = Txn::Committing { waiting: None };
             let producer = task.producer.clone();
             let (settings, changelog) = (self.settings.clone(), self.changelog.clone());
             let wake = self.wake.clone();
@@ -166,15 +165,19 @@ impl Worker {
         };
         let m = self.handles.metrics.clone();
         let mut first_error = None;
+        let mut waited = Vec::new();
         let deadline = f.started + COMMIT_DEADLINE;
         for job in f.jobs {
             let outcome = join_by(job.handle, deadline);
             let Some(task) = self.tasks.get_mut(&job.partition) else {
                 continue;
             };
-            task.committing = false;
+            let waiting = task.commit_ended();
             match outcome {
                 Joined::Done(Ok(())) => {
+                    if let Some(w) = waiting {
+                        waited.push((job.partition, w));
+                    }
                     m.transactions.with_label_values(&["commit"]).inc();
                     task.head = Some(task.next_segment());
                     task.seq += 1;
@@ -190,8 +193,6 @@ impl Worker {
                     // task's transactional id fences it and aborts its transaction.
                     m.transactions.with_label_values(&["abort"]).inc();
                     report_stuck(&m, job.partition);
-                    task.deferred.clear();
-                    task.deferred_begin = false;
                     first_error.get_or_insert(anyhow!(
                         "partition {}: transaction commit stuck for {COMMIT_DEADLINE:?}",
                         job.partition
@@ -202,8 +203,6 @@ impl Worker {
                     if let Err(a) = task.producer.abort_transaction(KAFKA_TIMEOUT) {
                         warn!(partition = job.partition, error = %a, "cannot abort the failed transaction");
                     }
-                    task.deferred.clear();
-                    task.deferred_begin = false;
                     first_error.get_or_insert(e);
                 }
             }
@@ -213,24 +212,15 @@ impl Worker {
         }
         self.commit_done(f.started);
         // Work that came in meanwhile: its transaction begins now.
-        let waiting: Vec<i32> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.deferred_begin)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in waiting {
-            let task = self.tasks.get_mut(&p).expect("task of a waiting partition");
-            task.deferred_begin = false;
-            let mut deferred = std::mem::take(&mut task.deferred);
+        for (p, mut waiting) in waited {
             self.begin(p)?;
-            for e in &deferred {
+            for e in &waiting {
                 self.send_encoded(p, e.topic, e.key.as_deref(), e.value.as_deref(), &e.headers)?;
             }
             // The buffer keeps its capacity for the next commit.
-            deferred.clear();
+            waiting.clear();
             if let Some(task) = self.tasks.get_mut(&p) {
-                task.deferred = deferred;
+                task.spare = waiting;
             }
         }
         Ok(())
@@ -240,10 +230,9 @@ impl Worker {
         &mut self,
         consumer: &BaseConsumer<ConsumerCtx>,
     ) -> Result<()> {
-        let producer = self
-            .shared
-            .as_ref()
-            .expect("at_least_once has a shared producer");
+        let Delivery::AtLeastOnce(producer) = &self.delivery else {
+            bail!("an at_least_once commit without the at_least_once producer");
+        };
         flush(producer, KAFKA_TIMEOUT).context("cannot flush outputs")?;
         let errors = self.delivery_errors.swap(0, Ordering::AcqRel);
         if errors > 0 {
@@ -291,17 +280,13 @@ impl Worker {
                     report_stuck(&self.handles.metrics, job.partition);
                     // Its transaction is aborted by the next owner's initialisation.
                     if let Some(task) = self.tasks.get_mut(&job.partition) {
-                        task.txn_open = false;
+                        task.txn = Txn::Idle;
                     }
                 }
             }
         }
         for (p, task) in self.tasks.iter_mut() {
-            task.committing = false;
-            task.deferred.clear();
-            task.deferred_begin = false;
-            if task.txn_open {
-                task.txn_open = false;
+            if let Txn::Open = std::mem::replace(&mut task.txn, Txn::Idle) {
                 self.handles
                     .metrics
                     .transactions

@@ -200,31 +200,33 @@ pub(super) fn send(
 impl Worker {
     /// Under `exactly_once`, begins the transaction of `partition`'s task if it is not open.
     pub(super) fn begin(&mut self, partition: i32) -> Result<()> {
-        if self.shared.is_some() {
+        if let Delivery::AtLeastOnce(_) = self.delivery {
             return Ok(());
         }
         let task = self
             .tasks
             .get_mut(&partition)
             .ok_or_else(|| not_assigned(partition))?;
-        if task.committing {
-            task.deferred_begin = true;
-            return Ok(());
-        }
-        if !task.txn_open {
-            task.producer
-                .begin_transaction()
-                .context("cannot begin transaction")?;
-            task.txn_open = true;
+        match &mut task.txn {
+            Txn::Open => {}
+            Txn::Committing { waiting } => {
+                waiting.get_or_insert_with(|| std::mem::take(&mut task.spare));
+            }
+            Txn::Idle => {
+                task.producer
+                    .begin_transaction()
+                    .context("cannot begin transaction")?;
+                task.txn = Txn::Open;
+            }
         }
         Ok(())
     }
 
     /// The producer for work of `partition` (call [`Worker::begin`] first).
     pub(super) fn producer(&self, partition: i32) -> Result<&ThreadedProducer<ProducerCtx>> {
-        match &self.shared {
-            Some(p) => Ok(p),
-            None => self
+        match &self.delivery {
+            Delivery::AtLeastOnce(p) => Ok(p),
+            Delivery::ExactlyOnce => self
                 .tasks
                 .get(&partition)
                 .map(|t| &*t.producer)
@@ -252,8 +254,11 @@ impl Worker {
     /// commits.
     fn send_encoded_or_defer(&mut self, partition: i32, e: Encoded) -> Result<()> {
         self.begin(partition)?;
-        if let Some(task) = self.tasks.get_mut(&partition).filter(|t| t.committing) {
-            task.deferred.push(e);
+        if let Some(Txn::Committing {
+            waiting: Some(waiting),
+        }) = self.tasks.get_mut(&partition).map(|t| &mut t.txn)
+        {
+            waiting.push(e);
             return Ok(());
         }
         self.send_encoded(

@@ -5,15 +5,46 @@ use crate::model::journey::Journey;
 use crate::ops::http::JourneyLookup;
 use crate::ops::metrics::Metrics;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+/// A request to stop, shared by the signal handler, the processing thread and whoever waits.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// Asks everything that watches this to stop (the pipeline commits and leaves the group).
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Waits `d`, or less if a stop is requested meanwhile, beating `heartbeat` (a wait is
+    /// not a hang); returns whether a stop was requested.
+    pub fn sleep_or_stop(
+        &self,
+        d: std::time::Duration,
+        heartbeat: &crate::ops::http::Heartbeat,
+    ) -> bool {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until && !self.requested() {
+            heartbeat.beat();
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+        }
+        self.requested()
+    }
+}
 
 /// What the processing thread shares with the HTTP server, the demo and the tests.
 #[derive(Clone)]
 pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
-    pub shutdown: Arc<AtomicBool>,
+    pub shutdown: Shutdown,
     /// The open journey store, for `GET /journeys/{key}`.
     pub db: Arc<Mutex<Option<Arc<rocksdb::DB>>>>,
     /// Completed commits (for tests and the demo to wait on).
@@ -30,7 +61,7 @@ impl Default for Handles {
         Handles {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(false)),
-            shutdown: Arc::new(AtomicBool::new(false)),
+            shutdown: Shutdown::default(),
             db: Arc::new(Mutex::new(None)),
             commits: Arc::new(AtomicU64::new(0)),
             heartbeat: Arc::new(crate::ops::http::Heartbeat::default()),

@@ -40,6 +40,6 @@ pub mod topology;
 mod worker;
 
 pub use clients::LogContext;
-pub use handles::Handles;
+pub use handles::{Handles, Shutdown};
 pub use poll::run_pipeline;
 pub use supervisor::{run_until_signal, supervise};

@@ -84,7 +84,11 @@ pub(super) fn take_marker(s: &Settings) -> HashMap<i32, i64> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let _ = std::fs::remove_file(&path);
+    if let Err(e) = std::fs::remove_file(&path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %path.display(), "cannot remove the clean-shutdown marker: {e}");
+        }
+    }
     marks
 }
 
@@ -115,10 +119,10 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let _release = ReleaseStore(h.db.clone());
     let delivery_errors = Arc::new(AtomicU64::new(0));
     // Under exactly_once the producers are per task, created when partitions are assigned.
-    let shared = if eos {
-        None
+    let delivery = if eos {
+        Delivery::ExactlyOnce
     } else {
-        Some(
+        Delivery::AtLeastOnce(
             producer_config(settings, None)
                 .create_with_context(ProducerCtx::new(delivery_errors.clone(), None))?,
         )
@@ -142,10 +146,9 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         .with_avro(Arc::new(crate::formats::avro::AvroInput::from_settings(
             settings,
         )?)),
-        shared,
+        delivery,
         tasks: BTreeMap::new(),
         delivery_errors,
-        eos,
         offsets: HashMap::new(),
         outputs: Vec::new(),
         scratch: Vec::new(),
@@ -240,7 +243,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     let result = (|| -> Result<()> {
         loop {
             h.heartbeat.beat();
-            if h.shutdown.load(Ordering::Acquire) {
+            if h.shutdown.requested() {
                 break;
             }
             // Table updates first (checked every few milliseconds, not per record), so that

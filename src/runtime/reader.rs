@@ -7,7 +7,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::warn;
 
@@ -16,7 +15,7 @@ use tracing::warn;
 pub(super) fn read_to_end(
     consumer: &BaseConsumer<LogContext>,
     assignments: &[(String, i32)],
-    (shutdown, heartbeat): (&AtomicBool, &crate::ops::http::Heartbeat),
+    (shutdown, heartbeat): (&super::handles::Shutdown, &crate::ops::http::Heartbeat),
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
@@ -31,7 +30,7 @@ pub(super) fn read_to_end(
     consumer.assign(&tpl)?;
     while !remaining.is_empty() {
         heartbeat.beat();
-        if shutdown.load(Ordering::Acquire) {
+        if shutdown.requested() {
             bail!("shutdown while reading {:?}", remaining.keys().next());
         }
         match consumer.poll(Duration::from_millis(200)) {

@@ -56,12 +56,12 @@ impl Worker {
     /// cannot vouch for.
     pub(super) fn assign(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         self.handles.ready.store(false, Ordering::Release);
-        if self.eos {
+        if self.eos() {
             self.start_tasks(partitions)?;
         }
         let reader: BaseConsumer<LogContext> =
             reader_config(&self.settings, "restore").create_with_context(LogContext)?;
-        let committed = if self.eos {
+        let committed = if self.eos() {
             self.committed(&reader, partitions)?
         } else {
             HashMap::new()
@@ -124,7 +124,7 @@ impl Worker {
             // exactly_once; read for an upgrade (see below). Only under exactly_once: an end
             // left over from a run under exactly_once must not cut an at_least_once restore
             // short.
-            if self.eos {
+            if self.eos() {
                 tpl.add_partition(&self.changelog, *p);
             }
         }
@@ -149,7 +149,7 @@ impl Worker {
             entry.positions.push((e.topic().to_string(), next));
             if let Some(meta) = CommitMeta::parse(e.metadata()) {
                 entry.segment = Some(meta.segment);
-                if let (true, Some(end)) = (self.eos, meta.changelog_end) {
+                if let (true, Some(end)) = (self.eos(), meta.changelog_end) {
                     from_metadata.insert(p, end);
                 }
             }
@@ -177,20 +177,8 @@ impl Worker {
         });
         for (p, r) in started {
             let producer = r?;
-            self.tasks.insert(
-                p,
-                Task {
-                    producer: Arc::new(producer),
-                    txn_open: false,
-                    committing: false,
-                    deferred_begin: false,
-                    deferred: Vec::new(),
-                    token: rand::random(),
-                    seq: 0,
-                    head: None,
-                    positions: Vec::new(),
-                },
-            );
+            self.tasks
+                .insert(p, Task::new(Arc::new(producer), rand::random()));
         }
         Ok(())
     }

@@ -50,7 +50,10 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
     let mut http_stop = stop_rx.clone();
     let http = rt.spawn(async move {
         let stop = async move {
-            let _ = http_stop.wait_for(|s| *s).await;
+            // An error means the sender is gone: the process is stopping anyway.
+            if http_stop.wait_for(|s| *s).await.is_err() {
+                info!("http server stops with the process");
+            }
         };
         if let Err(e) = crate::ops::http::serve_on(listener, http_state, stop).await {
             error!("http server failed: {e:#}");
@@ -60,7 +63,7 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
     rt.spawn(async move {
         wait_for_signal().await;
         info!("shutdown requested; committing and closing");
-        shutdown.store(true, Ordering::Release);
+        shutdown.request();
     });
     let h = handles.clone();
     let worker = std::thread::Builder::new()
@@ -69,8 +72,12 @@ pub fn run_until_signal(settings: Settings) -> Result<()> {
     let result = worker
         .join()
         .map_err(|_| anyhow!("processing thread panicked"))?;
-    let _ = stop_tx.send(true);
-    let _ = rt.block_on(http);
+    if stop_tx.send(true).is_err() {
+        info!("http server stopped already");
+    }
+    if let Err(e) = rt.block_on(http) {
+        error!("http server task ended abnormally: {e}");
+    }
     result
 }
 
@@ -92,14 +99,16 @@ pub(super) async fn wait_for_signal() {
 /// stops start-up with librdkafka's message, which names it.
 pub(super) fn check_client_settings(s: &Settings) -> Result<()> {
     let refused = |e: KafkaError| anyhow!("invalid Kafka client settings (`kafka`): {e}");
-    let _: BaseConsumer<LogContext> = consumer_config(s)
+    let consumer: BaseConsumer<LogContext> = consumer_config(s)
         .create_with_context(LogContext)
         .map_err(refused)?;
+    drop(consumer);
     let id = task_transactional_id(s, 0);
     let tx = (s.processing_guarantee == Guarantee::ExactlyOnce).then_some(id.as_str());
-    let _: ThreadedProducer<ProducerCtx> = producer_config(s, tx)
+    let producer: ThreadedProducer<ProducerCtx> = producer_config(s, tx)
         .create_with_context(ProducerCtx::new(Arc::new(AtomicU64::new(0)), None))
         .map_err(refused)?;
+    drop(producer);
     Ok(())
 }
 
@@ -112,7 +121,7 @@ pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
             Ok(()) => return Ok(()),
             Err(e) => {
                 h.ready.store(false, Ordering::Release);
-                if h.shutdown.load(Ordering::Acquire) {
+                if h.shutdown.requested() {
                     // Asked to stop (also during start-up): what was open is closed.
                     info!("stopped: {e:#}");
                     return Ok(());
@@ -121,12 +130,7 @@ pub fn supervise(settings: &Settings, h: &Handles) -> Result<()> {
                     backoff = Duration::from_millis(500);
                 }
                 error!("pipeline failed, restarting in {backoff:?}: {e:#}");
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !h.shutdown.load(Ordering::Acquire) {
-                    h.heartbeat.beat();
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if h.shutdown.load(Ordering::Acquire) {
+                if h.shutdown.sleep_or_stop(backoff, &h.heartbeat) {
                     return Ok(());
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));

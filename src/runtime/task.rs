@@ -22,14 +22,10 @@ use tracing::debug;
 /// (`exactly_once`, before `exactly_once_v2`); see docs/exactly-once.md.
 pub(super) struct Task {
     pub(super) producer: Arc<ThreadedProducer<ProducerCtx>>,
-    pub(super) txn_open: bool,
-    /// The previous transaction is being committed in the background: work of the partition
-    /// waits in `deferred` for the next one (a producer has one transaction at a time).
-    pub(super) committing: bool,
-    /// Records were processed while committing: the next transaction begins once it is done.
-    pub(super) deferred_begin: bool,
-    /// Outputs of those records, sent when the next transaction begins.
-    pub(super) deferred: Vec<Encoded>,
+    /// Where the task's producer is in its transactions.
+    pub(super) txn: Txn,
+    /// An empty buffer kept for the next [`Txn::Committing`] wait (its capacity is reused).
+    pub(super) spare: Vec<Encoded>,
     /// Names this producer's changelog segments.
     pub(super) token: u64,
     pub(super) seq: u64,
@@ -39,7 +35,46 @@ pub(super) struct Task {
     pub(super) positions: Vec<(String, i64)>,
 }
 
+/// A task's transaction state.
+pub(super) enum Txn {
+    /// No transaction open: the next work begins one.
+    Idle,
+    /// A transaction is open: outputs and changelog records go into it.
+    Open,
+    /// The previous transaction commits in the background (a producer has one transaction at
+    /// a time). `Some` once work came in meanwhile: its outputs, sent when the next
+    /// transaction begins, right after the commit.
+    Committing { waiting: Option<Vec<Encoded>> },
+}
+
 impl Task {
+    pub(super) fn new(producer: Arc<ThreadedProducer<ProducerCtx>>, token: u64) -> Task {
+        Task {
+            producer,
+            txn: Txn::Idle,
+            spare: Vec::new(),
+            token,
+            seq: 0,
+            head: None,
+            positions: Vec::new(),
+        }
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        matches!(self.txn, Txn::Open)
+    }
+
+    /// Ends a background commit: the task is idle, and returns the work that waited, if any.
+    pub(super) fn commit_ended(&mut self) -> Option<Vec<Encoded>> {
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Committing { waiting } => waiting,
+            other => {
+                self.txn = other;
+                None
+            }
+        }
+    }
+
     pub(super) fn next_segment(&self) -> SegmentId {
         SegmentId {
             token: self.token,
@@ -198,8 +233,9 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         // Blocks until the test ends, like a Kafka call that never returns.
         let h = std::thread::spawn(move || -> Result<()> {
-            let _ = rx.recv();
-            Ok(())
+            match rx.recv() {
+                Ok(()) | Err(_) => Ok(()),
+            }
         });
         let r = join_by(h, Instant::now() + Duration::from_millis(50));
         assert!(matches!(r, Joined::Stuck));

@@ -20,15 +20,23 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+/// The processing guarantee, with what each needs.
+pub(super) enum Delivery {
+    /// Outputs, state and offsets of a task commit in one transaction of the task's own
+    /// producer ([`Worker::tasks`], created when partitions are assigned).
+    ExactlyOnce,
+    /// One idempotent producer for everything; offsets are committed once it is flushed.
+    AtLeastOnce(ThreadedProducer<ProducerCtx>),
+}
+
 pub(super) struct Worker {
     pub(super) settings: Settings,
     pub(super) processor: Processor,
-    /// `at_least_once`: one idempotent producer for everything.
-    pub(super) shared: Option<ThreadedProducer<ProducerCtx>>,
-    /// `exactly_once`: one transactional producer per owned partition.
+    /// How outputs are delivered: the processing guarantee and its producers.
+    pub(super) delivery: Delivery,
+    /// `exactly_once`: one transactional producer per owned partition (none otherwise).
     pub(super) tasks: BTreeMap<i32, Task>,
     pub(super) delivery_errors: Arc<AtomicU64>,
-    pub(super) eos: bool,
     /// Next offsets to commit, per (stream, partition).
     pub(super) offsets: HashMap<(usize, i32), i64>,
     /// Outputs of the current batch (for metrics at commit).
@@ -80,8 +88,13 @@ impl Worker {
             .ok_or_else(|| anyhow::anyhow!("record of topic `{topic}`, which no task reads"))
     }
 
+    /// Whether outputs, state and offsets commit in transactions (`exactly_once`).
+    pub(super) fn eos(&self) -> bool {
+        matches!(self.delivery, Delivery::ExactlyOnce)
+    }
+
     pub(super) fn txn_open(&self) -> bool {
-        self.tasks.values().any(|t| t.txn_open)
+        self.tasks.values().any(Task::is_open)
     }
 
     /// Buffers a consumed record of `stream` (0 clicks, 1 conversions) for its task, pausing
@@ -93,6 +106,11 @@ impl Worker {
         now: (Instant, i64),
         consumer: &BaseConsumer<ConsumerCtx>,
     ) {
+        // A Confluent-framed record's writer schema is fetched now, off this thread, so that
+        // it is known (or on its way) when the record's turn comes.
+        if let (Some(avro), Some(value)) = (&self.processor.avro, m.payload()) {
+            avro.prefetch(value);
+        }
         let flow = self.inputs.push(
             stream,
             m.partition(),

@@ -450,17 +450,16 @@ fn load_partition<'a>(
     store: &dyn JourneyStore,
     partition: i32,
 ) -> Result<&'a mut PartitionState> {
-    if !partitions.contains_key(&partition) {
-        let meta = store.meta(partition)?.unwrap_or_default();
-        partitions.insert(
-            partition,
-            PartitionState {
+    match partitions.entry(partition) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let meta = store.meta(partition)?.unwrap_or_default();
+            Ok(e.insert(PartitionState {
                 meta,
                 ..Default::default()
-            },
-        );
+            }))
+        }
     }
-    Ok(partitions.get_mut(&partition).expect("just inserted"))
 }
 
 /// The journey stored under `key`, from the cache or else the store (an empty one if none).

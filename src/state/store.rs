@@ -77,10 +77,12 @@ fn partition_prefix(partition: i32) -> [u8; 5] {
 }
 
 /// An in-memory store.
+/// One partition in memory: its metadata and its journeys by key.
+type MemoryPartition = (PartitionMeta, rustc_hash::FxHashMap<Vec<u8>, Vec<u8>>);
+
 #[derive(Default)]
 pub struct MemoryStore {
-    partitions:
-        rustc_hash::FxHashMap<i32, (PartitionMeta, rustc_hash::FxHashMap<Vec<u8>, Vec<u8>>)>,
+    partitions: rustc_hash::FxHashMap<i32, MemoryPartition>,
 }
 
 impl JourneyStore for MemoryStore {

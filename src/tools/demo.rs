@@ -284,10 +284,15 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
     let addr = settings.http_addr;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     rt.spawn(async move {
-        let _ = crate::ops::http::serve(addr, http_state, async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        })
-        .await;
+        let stop = async move {
+            // An error means the sender is gone: the demo is ending anyway.
+            if stop_rx.wait_for(|s| *s).await.is_err() {
+                tracing::debug!("demo http server stops with the demo");
+            }
+        };
+        if let Err(e) = crate::ops::http::serve(addr, http_state, stop).await {
+            eprintln!("demo http server failed: {e:#}");
+        }
     });
 
     // Clicks first, then conversions, then their changes: the order a real journey has.
@@ -328,11 +333,15 @@ pub fn run(keep_running: bool, clicks: usize) -> Result<()> {
             settings.http_addr
         );
         rt.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                eprintln!("cannot wait for Ctrl-C ({e}); stopping");
+            }
         });
     }
-    handles.shutdown.store(true, Ordering::Release);
-    let _ = stop_tx.send(true);
+    handles.shutdown.request();
+    if stop_tx.send(true).is_err() {
+        tracing::debug!("demo http server stopped already");
+    }
     worker
         .join()
         .map_err(|_| anyhow!("processor thread panicked"))??;

@@ -12,6 +12,10 @@ pub(crate) struct RegistryState {
     pub(crate) posts: usize,
     /// `POST /subjects/{subject}` lookups.
     pub(crate) lookups: usize,
+    /// While true, `GET` requests are held unanswered (a registry that is slow to answer).
+    pub(crate) hold: bool,
+    /// `GET` requests received, held or not.
+    pub(crate) gets_received: usize,
     pub(crate) last_auth: Option<String>,
 }
 
@@ -120,6 +124,12 @@ fn serve<S: Read + Write>(c: S, state: &Mutex<RegistryState>) -> std::io::Result
     }
     let mut body = vec![0; len.min(1 << 20)];
     r.read_exact(&mut body)?;
+    if method == "GET" {
+        state.lock().unwrap().gets_received += 1;
+        while state.lock().unwrap().hold {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     let mut s = state.lock().unwrap();
     s.last_auth = auth;
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -444,5 +454,53 @@ fn output_subjects_follow_the_strategy_and_can_be_read_only() {
         reg.state.lock().unwrap().posts,
         posts,
         "still nothing registered"
+    );
+}
+
+/// Writer schemas are fetched off the caller's thread: `prefetch` (called when a record is
+/// read from Kafka) returns while the registry holds its answer back, and decoding the record
+/// then waits for that fetch instead of making its own request.
+#[test]
+fn writer_schemas_are_fetched_off_the_processing_thread() {
+    let reg = TestRegistry::start();
+    let click_id = reg.add(own_schema("click").unwrap().text);
+    let avro = Arc::new(AvroInput::new(Some(&reg.url()), &[]).unwrap());
+    let c = sample("click");
+    let mut record = confluent_header(click_id).to_vec();
+    record.extend(datum("click", c.json));
+    reg.state.lock().unwrap().hold = true;
+
+    let (done, returned) = std::sync::mpsc::channel();
+    let (a, r) = (avro.clone(), record.clone());
+    std::thread::spawn(move || {
+        a.prefetch(&r);
+        a.prefetch(&r);
+        done.send(()).unwrap();
+    });
+    returned
+        .recv_timeout(Duration::from_secs(30))
+        .expect("prefetch waited for the registry");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reg.state.lock().unwrap().gets_received == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetcher never asked"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let (a, r) = (avro.clone(), record.clone());
+    let decoding = std::thread::spawn(move || a.decode_to_json(InputTopic::Clicks, &r));
+    reg.state.lock().unwrap().hold = false;
+    let j = decoding.join().unwrap().unwrap().unwrap();
+    assert_eq!(
+        norm("click", &parse(&j)),
+        norm("click", &serde_json::from_str(c.json).unwrap())
+    );
+    let s = reg.state.lock().unwrap();
+    assert_eq!(
+        (s.gets_received, s.gets),
+        (1, 1),
+        "one request for the id: two prefetches and the decode shared it"
     );
 }

@@ -151,7 +151,7 @@ impl Running {
     }
 
     pub fn stop(mut self) {
-        self.handles.shutdown.store(true, Ordering::Release);
+        self.handles.shutdown.request();
         self.thread.take().unwrap().join().unwrap().unwrap();
     }
 }

@@ -111,7 +111,8 @@ fn write_text(t: Text, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
 fn write_num(n: Num, v: i64, out: &mut Vec<u8>) {
     match n {
         Num::Number => {
-            let _ = std::io::Write::write_fmt(out, format_args!("{v}"));
+            std::io::Write::write_fmt(out, format_args!("{v}"))
+                .expect("writing to a Vec cannot fail");
         }
         Num::Millis(div) => {
             out.push(b'"');
@@ -125,7 +126,7 @@ fn write_float(v: f64, out: &mut Vec<u8>) -> Result<(), String> {
     if !v.is_finite() {
         return Err("a float is not finite".into());
     }
-    let _ = std::io::Write::write_fmt(out, format_args!("{v}"));
+    std::io::Write::write_fmt(out, format_args!("{v}")).expect("writing to a Vec cannot fail");
     Ok(())
 }
 
@@ -166,7 +167,8 @@ fn run(p: &Plan, r: &mut In, out: &mut Vec<u8>, emit: bool, limit: usize) -> Res
                 if !v.is_finite() {
                     return Err("a float is not finite".into());
                 }
-                let _ = std::io::Write::write_fmt(out, format_args!("{v}"));
+                std::io::Write::write_fmt(out, format_args!("{v}"))
+                    .expect("writing to a Vec cannot fail");
             }
         }
         Plan::Double => {

@@ -11,7 +11,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use apache_avro::Schema;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A schema id whose fetch failed is not asked for again before this long.
@@ -19,16 +20,43 @@ const REGISTRY_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Default cap on the JSON one Avro record may decode into.
 pub const DEFAULT_MAX_JSON_BYTES: usize = 16 << 20;
 
+/// Longest wait for a writer schema the fetcher thread is fetching (its request times out
+/// well before).
+const PENDING_WAIT: Duration = Duration::from_secs(30);
+
 enum IdEntry {
     Ready(Arc<Plans>),
     Failed(String, Instant),
+    /// Asked of the fetcher thread; not answered yet.
+    Pending,
+}
+
+/// Writer schemas by registry id, shared with the fetcher thread.
+#[derive(Default)]
+struct Ids {
+    entries: Mutex<HashMap<u32, IdEntry>>,
+    /// Signalled when a pending entry is answered.
+    answered: Condvar,
+}
+
+impl Ids {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u32, IdEntry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Decodes Avro-framed input records into attrib's JSON form.
+///
+/// Writer schemas of Confluent-framed records are fetched from the registry on a thread of
+/// its own (`attrib-schemas`), never on the caller's: [`AvroInput::prefetch`] asks for a
+/// record's schema as soon as the record is read from Kafka, and decoding waits for a fetch in
+/// flight rather than making one.
 pub struct AvroInput {
     by_fingerprint: HashMap<u64, Arc<Plans>>,
-    registry: Option<Registry>,
-    by_id: Mutex<HashMap<u32, IdEntry>>,
+    registry: Option<Arc<Registry>>,
+    ids: Arc<Ids>,
+    /// Ids to fetch, to the fetcher thread (started with the first one).
+    fetcher: Mutex<Option<Sender<u32>>>,
     max_json_bytes: usize,
 }
 
@@ -85,8 +113,9 @@ impl AvroInput {
         }
         Ok(AvroInput {
             by_fingerprint,
-            registry,
-            by_id: Mutex::new(HashMap::new()),
+            registry: registry.map(Arc::new),
+            ids: Arc::default(),
+            fetcher: Mutex::new(None),
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
         })
     }
@@ -159,41 +188,113 @@ impl AvroInput {
             .map_err(fail)
     }
 
+    /// Starts fetching the writer schema of a Confluent-framed record, if it is not known or
+    /// being fetched (on the fetcher thread: this returns at once). Other records: nothing.
+    pub fn prefetch(&self, bytes: &[u8]) {
+        let [CONFLUENT_MAGIC, a, b, c, d, ..] = *bytes else {
+            return;
+        };
+        if self.registry.is_none() {
+            return;
+        }
+        let id = u32::from_be_bytes([a, b, c, d]);
+        let mut ids = self.ids.lock();
+        if needs_fetch(ids.get(&id)) && self.ask_fetcher(id) {
+            ids.insert(id, IdEntry::Pending);
+        }
+    }
+
+    /// Hands `id` to the fetcher thread, starting it if need be; false if it cannot run.
+    fn ask_fetcher(&self, id: u32) -> bool {
+        let mut fetcher = self.fetcher.lock().unwrap_or_else(|p| p.into_inner());
+        if fetcher.is_none() {
+            let Some(registry) = self.registry.clone() else {
+                return false;
+            };
+            let (tx, rx) = channel::<u32>();
+            let ids = self.ids.clone();
+            let started = std::thread::Builder::new()
+                .name("attrib-schemas".into())
+                .spawn(move || {
+                    for id in rx {
+                        let entry = fetch(&registry, id);
+                        ids.lock().insert(id, entry);
+                        ids.answered.notify_all();
+                    }
+                });
+            if started.is_err() {
+                return false;
+            }
+            *fetcher = Some(tx);
+        }
+        fetcher.as_ref().is_some_and(|tx| tx.send(id).is_ok())
+    }
+
     fn plans_for_id(&self, registry: &Registry, id: u32) -> Result<Arc<Plans>, String> {
-        {
-            let cache = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(&id) {
+        let deadline = Instant::now() + PENDING_WAIT;
+        let mut ids = self.ids.lock();
+        loop {
+            match ids.get(&id) {
                 Some(IdEntry::Ready(p)) => return Ok(p.clone()),
                 Some(IdEntry::Failed(e, at)) if at.elapsed() < REGISTRY_RETRY_AFTER => {
                     return Err(e.clone());
                 }
-                _ => {}
+                Some(IdEntry::Pending) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(format!(
+                            "writer schema id {id}: no answer from the schema registry at {} within {PENDING_WAIT:?}",
+                            registry.shown()
+                        ));
+                    }
+                    ids = self
+                        .ids
+                        .answered
+                        .wait_timeout(ids, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                _ if self.ask_fetcher(id) => {
+                    ids.insert(id, IdEntry::Pending);
+                }
+                _ => {
+                    // No fetcher thread (it could not start): fetch here.
+                    drop(ids);
+                    let entry = fetch(registry, id);
+                    ids = self.ids.lock();
+                    ids.insert(id, entry);
+                }
             }
         }
-        let fetched = registry
-            .schema_by_id(id)
-            .map_err(|e| {
-                format!(
-                    "cannot fetch writer schema id {id} from the schema registry at {}: {e}",
-                    registry.shown()
-                )
-            })
-            .and_then(|text| {
-                Schema::parse_str(&text)
-                    .map_err(|e| format!("writer schema id {id} does not parse: {e}"))
-            });
-        let mut cache = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-        match fetched {
-            Ok(schema) => {
-                let plans = Arc::new(plans_for(&schema));
-                cache.insert(id, IdEntry::Ready(plans.clone()));
-                Ok(plans)
-            }
-            Err(e) => {
-                cache.insert(id, IdEntry::Failed(e.clone(), Instant::now()));
-                Err(e)
-            }
-        }
+    }
+}
+
+/// Whether a schema id's entry calls for a fetch: unknown, or failed long enough ago.
+fn needs_fetch(entry: Option<&IdEntry>) -> bool {
+    match entry {
+        None => true,
+        Some(IdEntry::Failed(_, at)) => at.elapsed() >= REGISTRY_RETRY_AFTER,
+        Some(IdEntry::Ready(_) | IdEntry::Pending) => false,
+    }
+}
+
+/// Fetches and compiles the writer schema `id` (on the fetcher thread).
+fn fetch(registry: &Registry, id: u32) -> IdEntry {
+    let fetched = registry
+        .schema_by_id(id)
+        .map_err(|e| {
+            format!(
+                "cannot fetch writer schema id {id} from the schema registry at {}: {e}",
+                registry.shown()
+            )
+        })
+        .and_then(|text| {
+            Schema::parse_str(&text)
+                .map_err(|e| format!("writer schema id {id} does not parse: {e}"))
+        });
+    match fetched {
+        Ok(schema) => IdEntry::Ready(Arc::new(plans_for(&schema))),
+        Err(e) => IdEntry::Failed(e, Instant::now()),
     }
 }
 

@@ -131,7 +131,8 @@ fn pcf(v: &Json, ns: Option<&str>, out: &mut String, depth: usize) -> Result<(),
                                 .get("size")
                                 .and_then(Json::as_u64)
                                 .ok_or("fixed without integer `size`")?;
-                            let _ = write!(out, ",\"size\":{size}");
+                            write!(out, ",\"size\":{size}")
+                                .expect("writing to a String cannot fail");
                         }
                     }
                     out.push('}');

@@ -64,8 +64,10 @@ pub fn apply(
     clock: Clock,
     out: &mut Vec<Output>,
 ) -> Effects {
-    let mut fx = Effects::default();
-    fx.clicks_expired = journey.expire(clock.stream_time, click_keep_ms(tables, settings));
+    let mut fx = Effects {
+        clicks_expired: journey.expire(clock.stream_time, click_keep_ms(tables, settings)),
+        ..Effects::default()
+    };
     match event {
         Event::Click(c) => add_click(journey, c, settings, &mut fx),
         Event::Conversion(c) => attribute(journey, tables, settings, c, clock, out),
