@@ -16,10 +16,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-// ---------------------------------------------------------------------------------------------
-// Cross-device identity stitching: the device stage, the repartition topic, the customer stage
-// ---------------------------------------------------------------------------------------------
-
 /// One wave of a cross-device stream: first the clicks and links (identify records, clicks
 /// that carry both ids), then the conversions and the changes of the previous wave's orders.
 /// Every link and move is in an earlier phase than the conversions that depend on it; the
