@@ -4,7 +4,7 @@
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::{Guarantee, Settings};
 use attrib::runtime::{self, Handles};
-use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
+use attrib::tools::testkit::{ReadBack, produce, read_topics, wait_consumed};
 use attrib::tools::workload::GenRecord;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -4,7 +4,7 @@ use crate::expect::{assert_exact, replay_expectation, wait_all_committed, wait_o
 use crate::inputs::{natural, tables};
 use crate::instance::{Instance, Logs, SERIAL, settings_env, setup};
 use attrib::model::records::InputTopic;
-use attrib::tools::demo::produce;
+use attrib::tools::testkit::produce;
 use attrib::tools::workload::GenRecord;
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ use crate::expect::{assert_exact, wait_all_committed};
 use crate::inputs::{natural, produce_paced, tables};
 use crate::instance::{Instance, Logs, SERIAL, settings_env};
 use attrib::ops::settings::Guarantee;
-use attrib::tools::demo::produce;
+use attrib::tools::testkit::produce;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::path::{Path, PathBuf};

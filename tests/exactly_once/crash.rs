@@ -6,7 +6,7 @@ use crate::expect::{assert_exact, replay_expectation, wait_all_committed, wait_c
 use crate::inputs::{natural, produce_paced, tables};
 use crate::instance::{Instance, Logs, SERIAL, kills, settings_env, setup};
 use attrib::model::records::InputTopic;
-use attrib::tools::demo::{produce, read_topics};
+use attrib::tools::testkit::{produce, read_topics};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;

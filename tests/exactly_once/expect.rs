@@ -3,7 +3,7 @@
 
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::Settings;
-use attrib::tools::demo::{ReadBack, read_topics};
+use attrib::tools::testkit::{ReadBack, read_topics};
 use attrib::tools::workload::GenRecord;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

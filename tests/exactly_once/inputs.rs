@@ -150,13 +150,13 @@ pub(crate) fn natural(seed: u64, count: usize, devices: usize) -> Vec<GenRecord>
 pub(crate) fn produce_paced(s: &Settings, records: Vec<GenRecord>) -> std::thread::JoinHandle<()> {
     let s = s.clone();
     std::thread::spawn(move || {
-        let producer = attrib::tools::demo::input_producer(&s.brokers).unwrap();
+        let producer = attrib::tools::testkit::input_producer(&s.brokers).unwrap();
         for chunk in records.chunks(8) {
-            attrib::tools::demo::send_records(
+            attrib::tools::testkit::send_records(
                 &producer,
                 &s,
                 chunk,
-                attrib::tools::demo::Stamp::Distinct,
+                attrib::tools::testkit::Stamp::Distinct,
             )
             .unwrap();
             std::thread::sleep(Duration::from_millis(20));

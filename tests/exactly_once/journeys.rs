@@ -4,7 +4,7 @@ use crate::expect::wait_all_committed;
 use crate::inputs::{natural, produce_paced, tables};
 use crate::instance::{Instance, Logs, SERIAL, settings_env, setup};
 use attrib::model::records::InputTopic;
-use attrib::tools::demo::produce;
+use attrib::tools::testkit::produce;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

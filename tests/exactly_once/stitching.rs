@@ -7,7 +7,7 @@ use crate::inputs::tables;
 use crate::instance::{Instance, Logs, SERIAL, settings_env, setup};
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::Guarantee;
-use attrib::tools::demo::produce;
+use attrib::tools::testkit::produce;
 use attrib::tools::workload::GenRecord;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -181,18 +181,18 @@ fn cross_device_stitching_two_instances_killed_output_is_exactly_the_replay() {
         dir.path().join("b.log"),
     );
     let mut rng = StdRng::seed_from_u64(77);
-    let producer = attrib::tools::demo::input_producer(&s.brokers).unwrap();
+    let producer = attrib::tools::testkit::input_producer(&s.brokers).unwrap();
     let waves = cross_device_waves(11, 6, 20);
     let mut cross_device_credits = 0;
     for (w, (links, conversions)) in waves.into_iter().enumerate() {
         for phase in [links, conversions] {
             let kill_at = rng.gen_range(0..phase.len().max(1));
             for (i, r) in phase.iter().enumerate() {
-                attrib::tools::demo::send_records(
+                attrib::tools::testkit::send_records(
                     &producer,
                     &s,
                     std::slice::from_ref(r),
-                    attrib::tools::demo::Stamp::Distinct,
+                    attrib::tools::testkit::Stamp::Distinct,
                 )
                 .unwrap();
                 if i == kill_at && w % 3 != 2 {

@@ -6,7 +6,7 @@ use crate::poll;
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::{Guarantee, Settings};
 use attrib::runtime::Handles;
-use attrib::tools::demo::produce;
+use attrib::tools::testkit::produce;
 use rdkafka::mocking::MockCluster;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@ use crate::health::mock_with_tables;
 use crate::poll;
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::JourneysApi;
-use attrib::tools::demo::{produce, wait_consumed};
+use attrib::tools::testkit::{produce, wait_consumed};
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -7,7 +7,7 @@ use crate::promtool::promtool;
 use crate::{PARTITIONS, poll, read};
 use attrib::model::records::{DlqReason, InputTopic};
 use attrib::ops::settings::Guarantee;
-use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
+use attrib::tools::testkit::{ReadBack, produce, read_topics, wait_consumed};
 use rdkafka::mocking::MockCluster;
 use rust_decimal::Decimal;
 use serde_json::Value as Json;
