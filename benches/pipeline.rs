@@ -543,10 +543,13 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill")
+    if let Err(e) = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
-        .status();
+        .status()
+    {
+        eprintln!("SIGTERM to attrib {}: {e}", child.id());
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -554,8 +557,12 @@ fn stop(mut child: Child) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Err(e) = child.kill() {
+        eprintln!("SIGKILL to attrib {}: {e}", child.id());
+    }
+    if let Err(e) = child.wait() {
+        eprintln!("waiting for attrib {}: {e}", child.id());
+    }
 }
 
 /// Waits until the committed offsets reach `target`; returns (first commit time, its sum,

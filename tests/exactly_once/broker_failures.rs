@@ -81,9 +81,12 @@ impl OwnBroker {
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka");
-        let _ = Command::new(script)
+        if let Err(e) = Command::new(script)
             .args(["stop", self.dir.to_str().unwrap()])
-            .status();
+            .status()
+        {
+            eprintln!("scripts/kafka stop {}: {e}", self.dir.display());
+        }
     }
 }
 
@@ -160,7 +163,9 @@ impl AckLosingProxy {
                             break;
                         }
                     }
-                    let _ = u_out.shutdown(std::net::Shutdown::Both);
+                    if let Err(e) = u_out.shutdown(std::net::Shutdown::Both) {
+                        eprintln!("ack-losing proxy: closing the broker side: {e}");
+                    }
                 });
                 let flag = flag.clone();
                 std::thread::spawn(move || {
@@ -172,7 +177,9 @@ impl AckLosingProxy {
                             break;
                         }
                     }
-                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                    if let Err(e) = c_out.shutdown(std::net::Shutdown::Both) {
+                        eprintln!("ack-losing proxy: closing the client side: {e}");
+                    }
                 });
             }
         });
@@ -298,9 +305,12 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka");
-        let _ = Command::new(script)
+        if let Err(e) = Command::new(script)
             .args(["cluster-stop", self.dir.to_str().unwrap()])
-            .status();
+            .status()
+        {
+            eprintln!("scripts/kafka cluster-stop {}: {e}", self.dir.display());
+        }
     }
 }
 

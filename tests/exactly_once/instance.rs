@@ -16,10 +16,14 @@ impl Drop for Logs {
         if std::thread::panicking() {
             // Keep the evidence (the logs) for a look after the run.
             let keep = std::env::temp_dir().join(format!("attrib-failed-{}", std::process::id()));
-            let _ = std::fs::create_dir_all(&keep);
+            if let Err(err) = std::fs::create_dir_all(&keep) {
+                eprintln!("cannot create {}: {err}", keep.display());
+            }
             for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
                 if e.path().is_file() {
-                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                    if let Err(err) = std::fs::copy(e.path(), keep.join(e.file_name())) {
+                        eprintln!("cannot keep {}: {err}", e.path().display());
+                    }
                 }
             }
             eprintln!("logs and broker storage kept in {}", keep.display());
@@ -167,17 +171,24 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            if let Err(e) = self.child.kill() {
+                eprintln!("killing attrib {}: {e}", self.child.id());
+            }
+            if let Err(e) = self.child.wait() {
+                eprintln!("waiting for attrib {}: {e}", self.child.id());
+            }
         }
     }
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill")
+    if let Err(e) = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())
-        .status();
+        .status()
+    {
+        eprintln!("SIGTERM to {pid}: {e}");
+    }
 }
 
 /// Settings with fresh topics on the broker `scripts/test` started. `None` outside it.
