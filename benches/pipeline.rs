@@ -474,13 +474,18 @@ fn start(s: &Settings, system: System, state: &std::path::Path) -> anyhow::Resul
 }
 
 /// Writes `records` in order, stamped with the wall clock at the write (librdkafka's
-/// `CreateTime`), like the latency generator; not with `demo::produce`'s distinct milliseconds,
+/// `CreateTime`), like the latency generator; not with `testkit::produce`'s distinct milliseconds,
 /// which run ahead of the clock at these rates (a broker refuses timestamps more than
 /// `log.message.timestamp.after.max.ms` ahead). Every click is written before every
 /// conversion, and attrib takes the click on a tie.
 fn produce(s: &Settings, records: &[GenRecord]) -> anyhow::Result<()> {
-    let producer = attrib::tools::demo::input_producer(&s.brokers)?;
-    attrib::tools::demo::send_records(&producer, s, records, attrib::tools::demo::Stamp::WallClock)
+    let producer = attrib::tools::testkit::input_producer(&s.brokers)?;
+    attrib::tools::testkit::send_records(
+        &producer,
+        s,
+        records,
+        attrib::tools::testkit::Stamp::WallClock,
+    )
 }
 
 /// A client that reads the consumer group's committed offsets (kept for the whole case, so
@@ -538,10 +543,13 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill")
+    if let Err(e) = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
-        .status();
+        .status()
+    {
+        eprintln!("SIGTERM to attrib {}: {e}", child.id());
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -549,8 +557,12 @@ fn stop(mut child: Child) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Err(e) = child.kill() {
+        eprintln!("SIGKILL to attrib {}: {e}", child.id());
+    }
+    if let Err(e) = child.wait() {
+        eprintln!("waiting for attrib {}: {e}", child.id());
+    }
 }
 
 /// Waits until the committed offsets reach `target`; returns (first commit time, its sum,

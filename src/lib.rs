@@ -30,7 +30,9 @@
 //! - [`ops`]: settings ([`ops::settings`], TOML and environment, validated), Prometheus
 //!   metrics ([`ops::metrics`]) and the HTTP endpoints ([`ops::http`]).
 //! - [`tools`]: `replay` over a JSONL file ([`tools::replay`]), the embedded demo
-//!   ([`tools::demo`]) and the synthetic workload ([`tools::workload`]).
+//!   ([`tools::demo`]), the synthetic workload ([`tools::workload`]) and the test kit of the
+//!   integration tests and benchmarks: producing input, reading outputs back
+//!   ([`tools::testkit`]).
 
 pub mod formats;
 pub mod model;

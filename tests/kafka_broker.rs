@@ -64,7 +64,7 @@ fn group_commits_only_input_offsets(brokers: &str, s: &attrib::ops::settings::Se
 /// compressed with zstd: every conversion is credited, nothing stalls.
 #[test]
 fn compressed_input_and_output_every_codec() {
-    use attrib::tools::demo::{next_timestamp, read_topics};
+    use attrib::tools::testkit::{next_timestamp, read_topics};
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let Some(brokers) = common::real_broker() else {
@@ -76,7 +76,7 @@ fn compressed_input_and_output_every_codec() {
         .producer
         .insert("compression.type".into(), "zstd".into());
     common::create_topics(&brokers, &common::topics_of(&s, 2));
-    attrib::tools::demo::produce(&brokers, &s, &[common::rec(
+    attrib::tools::testkit::produce(&brokers, &s, &[common::rec(
         attrib::model::records::InputTopic::Config,
         "program/p1",
         r#"{"type":"program","program_id":"p1","account_id":"acme","currency":"USD"}"#,
@@ -116,7 +116,7 @@ fn compressed_input_and_output_every_codec() {
     }
     let run = common::Running::start(&s);
     run.wait_ready(std::time::Duration::from_secs(60));
-    attrib::tools::demo::wait_consumed(&run.handles, 8, std::time::Duration::from_secs(60))
+    attrib::tools::testkit::wait_consumed(&run.handles, 8, std::time::Duration::from_secs(60))
         .unwrap();
     let actions = read_topics(&brokers, &[&s.topics.actions]).unwrap();
     let mut orders: Vec<String> = actions
@@ -148,7 +148,7 @@ fn compressed_input_and_output_every_codec() {
 #[test]
 fn large_config_topic_over_partitions_is_loaded_before_ready() {
     use attrib::model::records::InputTopic::*;
-    use attrib::tools::demo::{produce, read_topics};
+    use attrib::tools::testkit::{produce, read_topics};
     let Some(brokers) = common::real_broker() else {
         return;
     };
@@ -194,7 +194,7 @@ fn large_config_topic_over_partitions_is_loaded_before_ready() {
         )));
     }
     produce(&brokers, &s, &events).unwrap();
-    attrib::tools::demo::wait_consumed(
+    attrib::tools::testkit::wait_consumed(
         &run.handles,
         events.len() as u64,
         std::time::Duration::from_secs(60),

@@ -31,8 +31,12 @@ fn run_attrib(env: &[(&str, String)], timeout: Duration) -> (Option<i32>, String
             break status.code();
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Err(e) = child.kill() {
+                eprintln!("killing attrib after {timeout:?}: {e}");
+            }
+            if let Err(e) = child.wait() {
+                eprintln!("waiting for attrib: {e}");
+            }
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -298,7 +302,9 @@ fn http_addr_may_be_a_host_name() {
             )
             .unwrap();
             let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
+            if let Err(e) = s.read_to_string(&mut answer) {
+                eprintln!("reading the answer on localhost:{port}: {e}");
+            }
             break answer;
         }
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
@@ -306,8 +312,12 @@ fn http_addr_may_be_a_host_name() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Err(e) = child.kill() {
+        eprintln!("killing attrib: {e}");
+    }
+    if let Err(e) = child.wait() {
+        eprintln!("waiting for attrib: {e}");
+    }
     assert!(
         answer.starts_with("HTTP/1.1 200"),
         "no answer on localhost:{port}: {answer:?}\n{}",

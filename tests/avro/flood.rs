@@ -26,7 +26,7 @@ pub(crate) fn valid_record(topic: InputTopic, i: usize, base: i64) -> (String, S
         InputTopic::Conversions => {
             let key = format!("d-{}", i / 4 % 125);
             let v = match i % 5 {
-                0 | 1 | 2 => format!(
+                0..=2 => format!(
                     r#"{{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-{i}","occurred_at":"{}","device_id":"d-{}","promo_code":"code{}","customer_status":"new","items":[{{"sku":"A","category":"shoes","quantity":2,"unit_price":"10.50"}}]}}"#,
                     t(i as i64 + 5),
                     i / 4 % 125,
@@ -126,8 +126,8 @@ fn flood_of_bad_records_through_the_processor() {
         let (key, json) = valid_record(topic, i, base);
         let stem = stem_of(topic, &json);
         let (kind, what, value): (Kind, &str, Vec<u8>) = match rng.gen_range(0..14) {
-            0 | 1 | 2 => (Kind::Valid, "valid json", json.clone().into_bytes()),
-            3 | 4 | 5 => (Kind::Valid, "valid avro", single_object(stem, &json)),
+            0..=2 => (Kind::Valid, "valid json", json.clone().into_bytes()),
+            3..=5 => (Kind::Valid, "valid avro", single_object(stem, &json)),
             6 => {
                 let n = rng.gen_range(0..300);
                 (

@@ -37,7 +37,7 @@ use attrib::ops::settings::{Guarantee, OutputFormat, Settings};
 use attrib::rules::engine::EngineSettings;
 use attrib::stage::attribution::{InRecord, Processor};
 use attrib::state::store::MemoryStore;
-use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
+use attrib::tools::testkit::{ReadBack, produce, read_topics, wait_consumed};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

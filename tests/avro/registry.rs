@@ -56,17 +56,19 @@ impl TestRegistry {
                     break;
                 }
                 let Ok(c) = conn else { continue };
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                match &tls {
+                if let Err(e) = c.set_read_timeout(Some(Duration::from_secs(5))) {
+                    eprintln!("test registry: read timeout not set: {e}");
+                }
+                let served = match &tls {
                     // A client that refuses the certificate ends the handshake: no request.
-                    Some(acceptor) => {
-                        if let Ok(t) = acceptor.accept(c) {
-                            let _ = serve(t, &s);
-                        }
-                    }
-                    None => {
-                        let _ = serve(c, &s);
-                    }
+                    Some(acceptor) => match acceptor.accept(c) {
+                        Ok(t) => serve(t, &s),
+                        Err(_) => Ok(()),
+                    },
+                    None => serve(c, &s),
+                };
+                if let Err(e) = served {
+                    eprintln!("test registry: {e}");
                 }
             }
         });
@@ -93,7 +95,10 @@ impl TestRegistry {
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
+        // Wakes the accept loop, which then sees `stop`.
+        if let Err(e) = TcpStream::connect(self.addr) {
+            eprintln!("test registry at {}: {e}", self.addr);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use attrib::model::records::InputTopic;
 use attrib::ops::settings::{Guarantee, Settings};
 use attrib::runtime::{self, Handles};
-use attrib::tools::demo::{ReadBack, produce, read_topics, wait_consumed};
+use attrib::tools::testkit::{ReadBack, produce, read_topics, wait_consumed};
 use attrib::tools::workload::GenRecord;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -405,7 +405,10 @@ impl HttpServer {
         rt.spawn(async move {
             axum::serve(listener, attrib::ops::http::router(state))
                 .with_graceful_shutdown(async move {
-                    let _ = rx.await;
+                    // A dropped sender stops the server too.
+                    if rx.await.is_err() {
+                        eprintln!("test HTTP server: stop sender dropped");
+                    }
                 })
                 .await
                 .unwrap();
@@ -425,7 +428,9 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            if tx.send(()).is_err() {
+                eprintln!("test HTTP server had stopped already");
+            }
         }
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
@@ -529,7 +534,7 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
             continue;
         }
         let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
+            .find(['{', ' '])
             .unwrap_or_else(|| panic!("bad sample line {line:?}"));
         let name = line[..name_end].to_string();
         let mut labels = std::collections::BTreeMap::new();
