@@ -12,7 +12,6 @@ use crate::tools::workload;
 use anyhow::{Result, anyhow};
 use rdkafka::mocking::MockCluster;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 8;
