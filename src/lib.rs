@@ -25,9 +25,12 @@
 //!   records, and the customer stage that applies them.
 //! - [`runtime`]: the Kafka runtime behind `attrib run`: clients, tasks, transactions,
 //!   restore, the poll loop ([`runtime::run_pipeline`]), the topology's names and streams
-//!   ([`runtime::topology`]) and a task's input partitions merged by record timestamp
-//!   ([`runtime::input_order`], no IO).
-//! - [`ops`]: settings ([`ops::settings`], TOML and environment, validated), Prometheus
+//!   ([`runtime::topology`]), a task's input partitions merged by record timestamp
+//!   ([`runtime::input_order`], no IO) and the owners of partitions for journey lookups
+//!   ([`runtime::directory`]).
+//! - [`ops`]: settings ([`ops::settings`]: the file and one regular variable per key,
+//!   validated into checked types section by section; librdkafka options per client kind in
+//!   [`ops::settings::kafka`], the registry in [`ops::settings::registry`]), Prometheus
 //!   metrics ([`ops::metrics`]) and the HTTP endpoints ([`ops::http`]).
 //! - [`tools`]: `replay` over a JSONL file ([`tools::replay`]), the embedded demo
 //!   ([`tools::demo`]), the synthetic workload ([`tools::workload`]) and the test kit of the

@@ -137,6 +137,36 @@ impl ProducerContext for ProducerCtx {
 pub(super) struct ConsumerCtx {
     pub(super) worker: Arc<Mutex<Worker>>,
     pub(super) metrics: Arc<Metrics>,
+    /// The first error of a rebalance handler: librdkafka's callbacks cannot return one, so
+    /// the poll loop takes it after `poll` ([`ConsumerCtx::take_rebalance_error`]).
+    pub(super) rebalance_error: Mutex<Option<anyhow::Error>>,
+}
+
+impl ConsumerCtx {
+    pub(super) fn new(worker: Arc<Mutex<Worker>>, metrics: Arc<Metrics>) -> ConsumerCtx {
+        ConsumerCtx {
+            worker,
+            metrics,
+            rebalance_error: Mutex::new(None),
+        }
+    }
+
+    /// The error a rebalance handler returned since the last call, if any.
+    pub(super) fn take_rebalance_error(&self) -> Option<anyhow::Error> {
+        self.rebalance_error
+            .lock()
+            .expect("rebalance error lock")
+            .take()
+    }
+
+    fn keep_rebalance_error(&self, result: anyhow::Result<()>) {
+        if let Err(e) = result {
+            self.rebalance_error
+                .lock()
+                .expect("rebalance error lock")
+                .get_or_insert(e);
+        }
+    }
 }
 
 impl ClientContext for ConsumerCtx {
@@ -183,18 +213,14 @@ impl ClientContext for ConsumerCtx {
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let mut w = self.worker.lock().expect("worker lock");
-            let lost = consumer.assignment_lost();
-            let result = if lost {
-                w.abort_all()
-            } else {
-                w.commit_and_wait(consumer)
-            };
-            if let Err(e) = result {
-                w.failed.get_or_insert(e);
-            }
             let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            w.revoke(&partitions, lost);
+            let lost = consumer.assignment_lost();
+            let result =
+                self.worker
+                    .lock()
+                    .expect("worker lock")
+                    .on_revoke(consumer, &partitions, lost);
+            self.keep_rebalance_error(result);
         }
     }
 
@@ -206,11 +232,8 @@ impl ConsumerContext for ConsumerCtx {
                 warn!("cannot resume assigned partitions: {e}");
             }
             let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            let mut w = self.worker.lock().expect("worker lock");
-            let result = w.assign(&partitions);
-            if let Err(e) = result {
-                w.failed.get_or_insert(e);
-            }
+            let result = self.worker.lock().expect("worker lock").assign(&partitions);
+            self.keep_rebalance_error(result);
         }
     }
 }

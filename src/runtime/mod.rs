@@ -20,7 +20,9 @@
 //! batch's processing), [`emit`] (producing into a task's transaction), [`commit`],
 //! [`rebalance`], [`restore`], [`task`] (transactional tasks and their background commits),
 //! [`input_order`] (a task's input partitions merged by timestamp, no IO), [`handles`] (what
-//! the HTTP server and the tests share with the processing thread).
+//! the HTTP server and the tests share with the processing thread, the journey lookup and the
+//! shutdown request), [`directory`] (which instance owns which partition, for a journey lookup
+//! on any instance).
 
 mod admin;
 mod clients;

@@ -158,7 +158,6 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
         trusted_at,
         table_rejects: Vec::new(),
         handles: h.clone(),
-        failed: None,
         changelog: settings.changelog_topic(),
         repartition: repartition_topic(&settings.application_id),
         purge: Default::default(),
@@ -204,11 +203,10 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
     // The table consumer stays assigned and keeps following the tables.
     h.ready.store(true, Ordering::Release);
 
-    let consumer: Arc<BaseConsumer<ConsumerCtx>> =
-        Arc::new(consumer_config(settings).create_with_context(ConsumerCtx {
-            worker: worker.clone(),
-            metrics: h.metrics.clone(),
-        })?);
+    let consumer: Arc<BaseConsumer<ConsumerCtx>> = Arc::new(
+        consumer_config(settings)
+            .create_with_context(ConsumerCtx::new(worker.clone(), h.metrics.clone()))?,
+    );
     // Every input partition gets a queue of its own, so that a task reads its partitions
     // separately and knows which one has reached its end (librdkafka keeps the split across
     // assignments). Records that reach the consumer's queue anyway are buffered the same way.
@@ -282,7 +280,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
                 }
             }
             let mut w = worker.lock().expect("worker lock");
-            if let Some(e) = w.failed.take() {
+            if let Some(e) = consumer.context().take_rebalance_error() {
                 return Err(e);
             }
             if fetch_trouble {

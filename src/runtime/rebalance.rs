@@ -22,7 +22,27 @@ pub(super) struct Committed {
 }
 
 impl Worker {
-    pub(super) fn revoke(&mut self, partitions: &BTreeSet<i32>, lost: bool) {
+    /// Partitions are taken away: their work commits first (or, if the assignment was lost,
+    /// is aborted), then the tasks close. The commit's error, if any, is the result; the
+    /// partitions are given up either way.
+    pub(super) fn on_revoke(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partitions: &BTreeSet<i32>,
+        lost: bool,
+    ) -> Result<()> {
+        let result = if lost {
+            self.abort_all()
+        } else {
+            self.commit_and_wait(consumer)
+        };
+        self.revoke(partitions, lost, result.is_ok());
+        result
+    }
+
+    /// Closes the partitions' tasks. After a commit of everything they did (`committed`),
+    /// local state equals the changelog's end: it is trusted if this instance gets them back.
+    fn revoke(&mut self, partitions: &BTreeSet<i32>, lost: bool, committed: bool) {
         for p in partitions {
             self.processor.close_partition(*p);
             self.inputs.revoke(*p);
@@ -33,7 +53,7 @@ impl Worker {
                 self.trusted_at.remove(p);
             }
         }
-        if !lost && self.failed.is_none() {
+        if !lost && committed {
             // Our commit is the changelog's end now, unless another instance writes to it.
             let reader: Result<BaseConsumer<LogContext>> = reader_config(&self.settings, "restore")
                 .create_with_context(LogContext)

@@ -50,7 +50,6 @@ pub(super) struct Worker {
     /// Refused table records; reported to the DLQ by the owner of partition 0.
     pub(super) table_rejects: Vec<DlqRecord>,
     pub(super) handles: Handles,
-    pub(super) failed: Option<anyhow::Error>,
     pub(super) changelog: String,
     /// The customers' repartition topic (used with identity stitching on).
     pub(super) repartition: String,

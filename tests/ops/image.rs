@@ -57,3 +57,34 @@ fn the_image_ships_a_stripped_binary() {
         concat!("attrib ", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Both base images are pinned by digest (`deploy/pin-base-images --check`), and the stages
+/// build from those arguments.
+#[test]
+fn the_base_images_are_pinned_by_digest() {
+    let out = std::process::Command::new(repo().join("deploy/pin-base-images"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dockerfile = read("deploy/Dockerfile");
+    for (arg, from) in [
+        ("RUST_IMAGE", "FROM ${RUST_IMAGE} AS builder"),
+        ("RUNTIME_IMAGE", "FROM ${RUNTIME_IMAGE}"),
+    ] {
+        let value = dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("ARG {arg}=")))
+            .unwrap_or_else(|| panic!("ARG {arg}"));
+        let (_, digest) = value.split_once("@sha256:").expect("a digest");
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{value}"
+        );
+        assert!(dockerfile.contains(from), "{from}");
+    }
+}

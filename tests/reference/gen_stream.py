@@ -495,7 +495,8 @@ class Gen:
             v["device_id"] = d
         if c is not None:
             v["customer_id"] = c
-        if rng.random() < 0.1:
+        # (A conversion before any click names no click id: there is none to name.)
+        if self.click_no and rng.random() < 0.1:
             v["click_id"] = "c-%06d" % rng.randrange(1, self.click_no + 1)
         r = rng.random()
         if r < 0.25:
