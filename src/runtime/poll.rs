@@ -61,6 +61,54 @@ pub(super) struct InputQueue {
     pub(super) error_logged: bool,
 }
 
+/// One input of the poll loop, from any of its sources: the table consumer, the group
+/// consumer (rebalances, errors, and records fetched before their partition's queue was
+/// split off) and the input partitions' queues. [`Worker::on_input`] reacts to each.
+pub(super) enum Input<'a> {
+    /// A record of a table topic (config, promo codes).
+    Table(BorrowedMessage<'a>),
+    /// A record of an input stream.
+    Record {
+        stream: usize,
+        message: BorrowedMessage<'a>,
+    },
+    /// An input partition's queue reached the partition's end.
+    End { stream: usize, partition: i32 },
+    /// An end reported on the group consumer's own queue (not tied to a task's stream).
+    StrayEnd(i32),
+    /// The group consumer reported trouble (a broker gone, say): the partitions it led may
+    /// have stalled, whatever they said about their ends before.
+    ConsumerError(KafkaError),
+    /// An input partition's queue reported an error: its task waits for it.
+    Unreadable {
+        stream: usize,
+        partition: i32,
+        error: KafkaError,
+        /// The first error since the partition last read (logged; later ones counted).
+        first: bool,
+    },
+}
+
+/// One turn of the poll loop: when it started, and what its inputs did.
+pub(super) struct Turn {
+    /// The arrival time of the records read in this turn (monotonic, and wall clock in ms).
+    pub(super) now: (Instant, i64),
+    /// Input records read.
+    pub(super) read: usize,
+    /// The group consumer reported trouble.
+    pub(super) fetch_trouble: bool,
+}
+
+impl Turn {
+    fn start() -> Turn {
+        Turn {
+            now: (Instant::now(), now_ms()),
+            read: 0,
+            fetch_trouble: false,
+        }
+    }
+}
+
 /// A consumed Kafka record as the processor's input.
 pub(super) fn in_record<'a>(m: &'a BorrowedMessage<'_>, topic: InputTopic) -> InRecord<'a> {
     InRecord {
@@ -244,49 +292,46 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             if h.shutdown.requested() {
                 break;
             }
+            let mut turn = Turn::start();
             // Table updates first (checked every few milliseconds, not per record), so that
             // events see the newest config.
             if last_tables.elapsed() >= Duration::from_millis(5) {
                 last_tables = Instant::now();
                 loop {
                     match tables.poll(Duration::ZERO) {
-                        Some(Ok(m)) => worker.lock().expect("worker lock").apply_table(&m),
+                        Some(Ok(m)) => {
+                            let mut w = worker.lock().expect("worker lock");
+                            w.on_input(Input::Table(m), &consumer, &mut turn)?;
+                        }
                         Some(Err(KafkaError::PartitionEOF(_))) => {}
                         Some(Err(e)) => warn!("table consumer: {e}"),
                         None => break,
                     }
                 }
             }
-            // Rebalances and errors (and records fetched before their queue was split).
-            let mut read = 0usize;
-            let mut fetch_trouble = false;
+            // Rebalances and errors (and records fetched before their queue was split). The
+            // rebalance handlers run inside `poll` and lock the worker themselves.
             while let Some(msg) = consumer.poll(Duration::ZERO) {
                 let mut w = worker.lock().expect("worker lock");
-                match msg {
-                    Ok(m) => {
-                        let stream = w.stream_of(m.topic())?;
-                        w.buffer(stream, &m, (Instant::now(), now_ms()), &consumer);
-                        read += 1;
-                    }
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        debug!(partition = p, "end of partition on the consumer's queue");
-                    }
-                    Err(e) => {
-                        // Connection trouble (a broker gone, say): the partitions it led
-                        // may have stalled, whatever they said about their ends before.
-                        fetch_trouble = true;
-                        debug!("consumer: {e}");
-                    }
-                }
+                let input = match msg {
+                    Ok(message) => Input::Record {
+                        stream: w.stream_of(message.topic())?,
+                        message,
+                    },
+                    Err(KafkaError::PartitionEOF(p)) => Input::StrayEnd(p),
+                    Err(e) => Input::ConsumerError(e),
+                };
+                w.on_input(input, &consumer, &mut turn)?;
             }
             let mut w = worker.lock().expect("worker lock");
             if let Some(e) = consumer.context().take_rebalance_error() {
                 return Err(e);
             }
-            if fetch_trouble {
+            if turn.fetch_trouble {
                 w.forget_ends();
             }
-            read += w.read_queues(&mut queues, &consumer);
+            w.read_queues(&mut queues, &consumer, &mut turn)?;
+            let read = turn.read;
             // An input partition that cannot be read makes the instance not ready (its task
             // waits for it) until it reads again.
             let unreadable = queues.iter().any(|q| q.error_logged);
@@ -359,47 +404,92 @@ impl Worker {
         }
     }
 
-    /// Moves what the partition queues hold into the tasks' buffers (a bounded number per
-    /// queue and call); returns the records read.
+    /// Hands what the partition queues hold to [`Worker::on_input`] (a bounded number per
+    /// queue and call).
     pub(super) fn read_queues(
         &mut self,
         queues: &mut [InputQueue],
         consumer: &BaseConsumer<ConsumerCtx>,
-    ) -> usize {
-        let now = (Instant::now(), now_ms());
-        let mut read = 0;
+        turn: &mut Turn,
+    ) -> Result<()> {
         for q in queues.iter_mut() {
             for _ in 0..1000 {
-                match q.queue.poll(Duration::ZERO) {
-                    Some(Ok(m)) => {
-                        self.buffer(q.stream, &m, now, consumer);
+                let input = match q.queue.poll(Duration::ZERO) {
+                    Some(Ok(message)) => {
                         q.error_logged = false;
-                        read += 1;
-                    }
-                    Some(Err(KafkaError::PartitionEOF(_))) => {
-                        self.inputs.end_of_partition(q.stream, q.partition);
-                    }
-                    Some(Err(e)) => {
-                        let topic = self.stream_names[q.stream].clone();
-                        self.handles
-                            .metrics
-                            .input_errors
-                            .with_label_values(&[crate::runtime::topology::stream_role(q.stream)])
-                            .inc();
-                        if !q.error_logged {
-                            q.error_logged = true;
-                            error!(
-                                topic = &*topic,
-                                partition = q.partition,
-                                "cannot read input partition (its task waits for it): {e}"
-                            );
+                        Input::Record {
+                            stream: q.stream,
+                            message,
                         }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => Input::End {
+                        stream: q.stream,
+                        partition: q.partition,
+                    },
+                    Some(Err(error)) => {
+                        let first = !q.error_logged;
+                        q.error_logged = true;
+                        self.on_input(
+                            Input::Unreadable {
+                                stream: q.stream,
+                                partition: q.partition,
+                                error,
+                                first,
+                            },
+                            consumer,
+                            turn,
+                        )?;
                         break;
                     }
                     None => break,
+                };
+                self.on_input(input, consumer, turn)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reacts to one input of the poll loop.
+    pub(super) fn on_input(
+        &mut self,
+        input: Input<'_>,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        turn: &mut Turn,
+    ) -> Result<()> {
+        match input {
+            Input::Table(m) => self.apply_table(&m),
+            Input::Record { stream, message } => {
+                self.buffer(stream, &message, turn.now, consumer);
+                turn.read += 1;
+            }
+            Input::End { stream, partition } => self.inputs.end_of_partition(stream, partition),
+            Input::StrayEnd(p) => {
+                debug!(partition = p, "end of partition on the consumer's queue");
+            }
+            Input::ConsumerError(e) => {
+                turn.fetch_trouble = true;
+                debug!("consumer: {e}");
+            }
+            Input::Unreadable {
+                stream,
+                partition,
+                error,
+                first,
+            } => {
+                let role = crate::runtime::topology::stream_role(stream);
+                self.handles
+                    .metrics
+                    .input_errors
+                    .with_label_values(&[role])
+                    .inc();
+                if first {
+                    error!(
+                        topic = &*self.stream_names[stream],
+                        partition, "cannot read input partition (its task waits for it): {error}"
+                    );
                 }
             }
         }
-        read
+        Ok(())
     }
 }
