@@ -26,15 +26,7 @@ pub fn advertised_url(s: &Settings) -> String {
         return u.trim_end_matches('/').to_string();
     }
     if s.http_addr.ip().is_unspecified() {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_string())
-            })
-            .unwrap_or_else(|| "localhost".into());
+        let host = crate::ops::settings::host_name().unwrap_or_else(|| "localhost".into());
         format!("http://{host}:{}", s.http_addr.port())
     } else {
         format!("http://{}", s.http_addr)

@@ -357,18 +357,22 @@ impl Settings {
     }
 
     pub fn instance_id(&self) -> String {
-        self.instance_id.clone().unwrap_or_else(|| {
-            std::env::var("HOSTNAME")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .or_else(|| {
-                    std::fs::read_to_string("/etc/hostname")
-                        .ok()
-                        .map(|h| h.trim().to_string())
-                })
-                .unwrap_or_else(|| "attrib-0".into())
-        })
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| host_name().unwrap_or_else(|| "attrib-0".into()))
     }
+}
+
+/// This machine's host name: `HOSTNAME`, else `/etc/hostname`.
+pub fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
 }
 
 /// What [`Settings::redacted`] shows in place of a secret.
