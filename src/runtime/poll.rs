@@ -91,7 +91,8 @@ pub(super) enum Input<'a> {
 
 /// One turn of the poll loop: when it started, and what its inputs did.
 pub(super) struct Turn {
-    /// The arrival time of the records read in this turn (monotonic, and wall clock in ms).
+    /// The arrival time of the records read from here on (monotonic, and wall clock in ms):
+    /// see [`Turn::arriving`].
     pub(super) now: (Instant, i64),
     /// Input records read.
     pub(super) read: usize,
@@ -106,6 +107,16 @@ impl Turn {
             read: 0,
             fetch_trouble: false,
         }
+    }
+
+    /// Records read from now on arrive now. Called after anything that may have blocked: the
+    /// consumer's `poll` runs the rebalance handlers, and an assignment's restore can take
+    /// seconds while librdkafka already fetches. Stamped with the turn's start, the records
+    /// read right after would count as buffered for those seconds, and a conversion would go
+    /// ahead of an empty clicks partition at its end without waiting `input_grace_ms` for a
+    /// click produced just before it (see `input_order`).
+    fn arriving(&mut self) {
+        self.now = (Instant::now(), now_ms());
     }
 }
 
@@ -312,6 +323,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             // Rebalances and errors (and records fetched before their queue was split). The
             // rebalance handlers run inside `poll` and lock the worker themselves.
             while let Some(msg) = consumer.poll(Duration::ZERO) {
+                turn.arriving();
                 let mut w = worker.lock().expect("worker lock");
                 let input = match msg {
                     Ok(message) => Input::Record {
@@ -330,6 +342,7 @@ pub fn run_pipeline(settings: &Settings, h: &Handles) -> Result<()> {
             if turn.fetch_trouble {
                 w.forget_ends();
             }
+            turn.arriving();
             w.read_queues(&mut queues, &consumer, &mut turn)?;
             let read = turn.read;
             // An input partition that cannot be read makes the instance not ready (its task

@@ -1,12 +1,16 @@
-//! Input written while attrib is stopped, with identity stitching off and on.
+//! Input written while attrib is stopped (identity stitching off and on), and while it
+//! restores.
 
+use crate::common::{self, rec};
 use crate::expect::{assert_exact, replay_expectation, wait_all_committed, wait_output};
 use crate::inputs::{natural, tables};
 use crate::instance::{Instance, Logs, SERIAL, settings_env, setup};
 use attrib::model::records::InputTopic;
-use attrib::tools::testkit::produce;
+use attrib::tools::testkit::{input_producer, next_timestamp, produce, read_topics, topic_name};
 use attrib::tools::workload::GenRecord;
-use std::time::Duration;
+use rdkafka::producer::{BaseRecord, Producer};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Input written while attrib has never run: on start, a fetch may bring a partition's
 /// conversions long before the clicks of the other topic's partition; the task's merge by
@@ -87,4 +91,93 @@ fn backlog_case(stitching: bool) {
         assert!(linked >= 50, "logged-in conversions credited ({linked})");
     }
     assert_exact(&s, dir.path(), &all);
+}
+
+/// A click produced just before a conversion can reach the broker just after it; the task
+/// holds the conversion back for `input_grace_ms` from its arrival. Here the conversion is
+/// fetched while attrib's assignment handler restores (held by a failpoint for seconds), the
+/// clicks partition is empty and read to its end, and the click comes right after the
+/// handler returns: the conversion must still wait for it, as the grace counts from when the
+/// conversion reached attrib, not from when the turn that read it began.
+#[test]
+fn a_click_right_after_a_slow_restore_still_goes_before_its_conversion() {
+    use InputTopic::*;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((s, dir)) = setup(1) else {
+        return;
+    };
+    let _logs = Logs(dir.path().to_path_buf());
+    let mut all = tables();
+    produce(&s.brokers, &s, &all).unwrap();
+    let hold = dir.path().join("hold");
+    std::fs::create_dir(&hold).unwrap();
+    let mut env = settings_env(&s, "grace-0", &dir.path().join("state"));
+    env.push((
+        "ATTRIB_TEST_FAILPOINT".into(),
+        format!("hold-assign:{}", hold.display()),
+    ));
+    env.push(("ATTRIB_INPUT_GRACE_MS".into(), "3000".into()));
+    let inst = Instance::start(env, dir.path().join("attrib.log"));
+    wait_for(&hold.join("held"));
+    let click = rec(
+        Clicks,
+        "dev-g",
+        r#"{"type":"click","click_id":"late","program_id":"p1","partner_id":"pa3","occurred_at":"2026-10-01T00:00:00Z","device_id":"dev-g"}"#,
+    );
+    let conversion = rec(
+        Conversions,
+        "dev-g",
+        r#"{"type":"conversion","program_id":"p1","event_type":"sale","order_id":"o-g","occurred_at":"2026-10-01T00:10:00Z","device_id":"dev-g","order_subtotal":"100"}"#,
+    );
+    // Production order: the click, then the conversion; the broker gets them the other way.
+    let (click_ts, conversion_ts) = (next_timestamp(), next_timestamp());
+    let producer = input_producer(&s.brokers).unwrap();
+    let send = |r: &GenRecord, ts: i64| {
+        let record = BaseRecord::to(topic_name(&s, r.topic))
+            .key(r.key.as_deref().unwrap())
+            .payload(r.value.as_deref().unwrap())
+            .timestamp(ts);
+        producer
+            .send::<str, str>(record)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    send(&conversion, conversion_ts);
+    // librdkafka fetches while the handler is held, longer than the grace: the conversion,
+    // and the clicks partition's end.
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::write(hold.join("release"), b"").unwrap();
+    wait_for(&hold.join("assigned"));
+    // attrib has read the conversion by now (within moments of the handler's return); the
+    // click arrives well within the grace counted from then.
+    std::thread::sleep(Duration::from_secs(1));
+    send(&click, click_ts);
+    all.extend([click, conversion]);
+    wait_all_committed(&s, 1);
+    inst.stop();
+    let out = read_topics(&s.brokers, &[&s.topics.actions]).unwrap();
+    assert_eq!(
+        out.len(),
+        1,
+        "one action: the conversion, credited to the click produced before it"
+    );
+    let action = common::json(&out[0]);
+    assert_eq!(
+        action["credits"][0]["click_id"], "late",
+        "the conversion credits the click produced before it: {action}"
+    );
+    assert_exact(&s, dir.path(), &all);
+}
+
+fn wait_for(file: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no {} within 60 s",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
