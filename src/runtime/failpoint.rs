@@ -7,10 +7,13 @@
 //!   (flushed), but its transaction is not committed;
 //! - `apply-move`: the customer stage has applied a moved journey, before its commit.
 //!
-//! One failpoint holds the process instead: `hold-assign:<dir>` makes the first assignment's
-//! handler (which runs while librdkafka already fetches the partitions) create `<dir>/held`,
-//! wait until the test creates `<dir>/release`, then create `<dir>/assigned` and return — a
-//! restore that takes as long as the test wants.
+//! Others hold the process instead, when set as `<name>:<dir>`: the first time the point is
+//! reached, attrib creates `<dir>/held`, waits until the test creates `<dir>/release`, then
+//! creates `<dir>/resumed` and goes on.
+//!
+//! - `hold-assign`: at the end of the assignment handler (which runs while librdkafka already
+//!   fetches the partitions): a restore that takes as long as the test wants;
+//! - `hold-restore`: in a restore, once its progress metrics were first updated.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -33,25 +36,25 @@ fn argument(name: &str) -> Option<&'static str> {
     setting()?.strip_prefix(name)?.strip_prefix(':')
 }
 
-/// The `hold-assign` failpoint, the first time it is reached (see the module).
-pub(super) fn hold_assign() {
+/// Holds the process at the failpoint `name` (see the module), the first time it is reached.
+pub(super) fn hold(name: &str) {
     static DONE: AtomicBool = AtomicBool::new(false);
-    let Some(dir) = argument("hold-assign").map(Path::new) else {
+    let Some(dir) = argument(name).map(Path::new) else {
         return;
     };
     if DONE.swap(true, Ordering::AcqRel) {
         return;
     }
-    let touch = |name: &str| {
-        if let Err(e) = std::fs::write(dir.join(name), b"") {
-            eprintln!("failpoint hold-assign: cannot create {name}: {e}");
+    let touch = |file: &str| {
+        if let Err(e) = std::fs::write(dir.join(file), b"") {
+            eprintln!("failpoint {name}: cannot create {file}: {e}");
         }
     };
     touch("held");
     while !dir.join("release").exists() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    touch("assigned");
+    touch("resumed");
 }
 
 /// Stops the process at once, as SIGKILL would.

@@ -122,7 +122,7 @@ impl Worker {
         }
         self.handles.metrics.assigned.set(self.owned.len() as i64);
         *self.handles.owned.write().expect("owned lock") = self.owned.clone();
-        super::failpoint::hold_assign();
+        super::failpoint::hold("hold-assign");
         self.handles.ready.store(true, Ordering::Release);
         Ok(())
     }

@@ -90,6 +90,7 @@ impl Worker {
                         .with_label_values(&[&m.partition().to_string()])
                         .set((end - m.offset() - 1).max(0));
                 }
+                super::failpoint::hold("hold-restore");
             }
             let (restore, meta) = restores.entry(m.partition()).or_default();
             let mut sink = Sink {

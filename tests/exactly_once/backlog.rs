@@ -4,13 +4,12 @@
 use crate::common::{self, rec};
 use crate::expect::{assert_exact, replay_expectation, wait_all_committed, wait_output};
 use crate::inputs::{natural, tables};
-use crate::instance::{Instance, Logs, SERIAL, settings_env, setup};
+use crate::instance::{Instance, Logs, SERIAL, settings_env, setup, wait_for_file};
 use attrib::model::records::InputTopic;
 use attrib::tools::testkit::{input_producer, next_timestamp, produce, read_topics, topic_name};
 use attrib::tools::workload::GenRecord;
 use rdkafka::producer::{BaseRecord, Producer};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Input written while attrib has never run: on start, a fetch may bring a partition's
 /// conversions long before the clicks of the other topic's partition; the task's merge by
@@ -118,7 +117,7 @@ fn a_click_right_after_a_slow_restore_still_goes_before_its_conversion() {
     ));
     env.push(("ATTRIB_INPUT_GRACE_MS".into(), "3000".into()));
     let inst = Instance::start(env, dir.path().join("attrib.log"));
-    wait_for(&hold.join("held"));
+    wait_for_file(&hold.join("held"));
     let click = rec(
         Clicks,
         "dev-g",
@@ -148,7 +147,7 @@ fn a_click_right_after_a_slow_restore_still_goes_before_its_conversion() {
     // and the clicks partition's end.
     std::thread::sleep(Duration::from_secs(4));
     std::fs::write(hold.join("release"), b"").unwrap();
-    wait_for(&hold.join("assigned"));
+    wait_for_file(&hold.join("resumed"));
     // attrib has read the conversion by now (within moments of the handler's return); the
     // click arrives well within the grace counted from then.
     std::thread::sleep(Duration::from_secs(1));
@@ -168,16 +167,4 @@ fn a_click_right_after_a_slow_restore_still_goes_before_its_conversion() {
         "the conversion credits the click produced before it: {action}"
     );
     assert_exact(&s, dir.path(), &all);
-}
-
-fn wait_for(file: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !file.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no {} within 60 s",
-            file.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

@@ -191,6 +191,19 @@ fn unsafe_sigterm(pid: u32) {
     }
 }
 
+/// Waits (at most 60 s) until `file` exists: a failpoint's signal (`src/runtime/failpoint.rs`).
+pub(crate) fn wait_for_file(file: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no {} within 60 s",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Settings with fresh topics on the broker `scripts/test` started. `None` outside it.
 pub(crate) fn setup(partitions: i32) -> Option<(Settings, tempfile::TempDir)> {
     let brokers = common::real_broker()?;

@@ -20,4 +20,5 @@ mod expect;
 mod inputs;
 mod instance;
 mod journeys;
+mod metrics;
 mod stitching;
