@@ -5,10 +5,12 @@
 //! - the alert rules, their unit tests and the scrape configs pass `promtool`;
 //! - the deployment files (compose, Kubernetes, Prometheus, Grafana) parse and agree with the
 //!   program: metric names, ports, probe paths, config files and environment variables;
+//! - the Kubernetes and Prometheus Operator manifests decode strictly into their API types
+//!   (`deploy/validate`, Go);
 //! - `/health/ready` answers 503 until the pipeline is ready, then 200;
 //! - `GET /journeys/{key}` needs the bearer token, and is 404 when disabled.
 //!
-//! Needs `promtool` (Debian's `prometheus` package; `scripts/setup` installs it).
+//! Needs `promtool` (Debian's `prometheus` package) and Go 1.26 (`scripts/setup` checks both).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -22,6 +24,7 @@ mod metrics;
 mod operator;
 mod promql;
 mod promtool;
+mod schemas;
 
 use serde_yaml::Value as Yaml;
 use std::path::PathBuf;
