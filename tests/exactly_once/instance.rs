@@ -26,7 +26,7 @@ impl Drop for Logs {
                     }
                 }
             }
-            eprintln!("logs and broker storage kept in {}", keep.display());
+            eprintln!("attrib's logs kept in {}", keep.display());
             for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
                 if e.path().extension().is_some_and(|x| x == "log") {
                     let text = std::fs::read_to_string(e.path()).unwrap_or_default();
