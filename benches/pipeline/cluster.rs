@@ -115,7 +115,6 @@ pub(crate) fn start(
         .local_addr()?
         .port();
     let g = guarantee_name(s.processing_guarantee);
-    let t = &s.topics;
     let env = [
         ("ATTRIB_BROKERS", s.brokers.clone()),
         ("ATTRIB_APPLICATION_ID", s.application_id.clone()),
@@ -125,19 +124,10 @@ pub(crate) fn start(
         ("ATTRIB_PROCESSING_GUARANTEE", g.to_string()),
         ("ATTRIB_COMMIT_INTERVAL_MS", COMMIT_INTERVAL_MS.to_string()),
         ("ATTRIB_LOG_LEVEL", "warn".to_string()),
-        ("ATTRIB_TOPICS_CLICKS", t.clicks.clone()),
-        ("ATTRIB_TOPICS_CONVERSIONS", t.conversions.clone()),
-        ("ATTRIB_TOPICS_IDENTITIES", t.identities.clone()),
         (
             "ATTRIB_IDENTITY_STITCHING",
             s.identity.stitching.to_string(),
         ),
-        ("ATTRIB_TOPICS_PROMO_CODES", t.promo_codes.clone()),
-        ("ATTRIB_TOPICS_CONFIG", t.config.clone()),
-        ("ATTRIB_TOPICS_ACTIONS", t.actions.clone()),
-        ("ATTRIB_TOPICS_INVALID_ACTIONS", t.invalid_actions.clone()),
-        ("ATTRIB_TOPICS_DLQ", t.dlq.clone()),
-        ("ATTRIB_METRICS_PORT", port.to_string()),
         // The mock cluster answers an empty fetch only after fetch.wait.max.ms (librdkafka's
         // default 500 ms) even when records arrive meanwhile; Kafka answers as soon as they
         // do, and after fetch.wait.max.ms when none do. One short wait on every broker keeps
@@ -159,13 +149,10 @@ pub(crate) fn start(
             c
         }
     };
-    cmd.envs(
-        env.iter()
-            .filter(|(k, _)| *k != "ATTRIB_METRICS_PORT")
-            .map(|(k, v)| (*k, v)),
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
+    cmd.envs(env)
+        .envs(s.topics.variables())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     Ok(cmd.spawn()?)
 }
 

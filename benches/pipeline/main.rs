@@ -305,17 +305,7 @@ fn settings_for(brokers: &str, g: Guarantee) -> Settings {
     };
     s.application_id = format!("bench-{id}");
     s.identity.stitching = stitching() == Some(true);
-    let t = &mut s.topics;
-    for name in [
-        &mut t.clicks,
-        &mut t.conversions,
-        &mut t.identities,
-        &mut t.promo_codes,
-        &mut t.config,
-        &mut t.actions,
-        &mut t.invalid_actions,
-        &mut t.dlq,
-    ] {
+    for name in s.topics.names_mut() {
         *name = format!("{name}-{id}");
     }
     s

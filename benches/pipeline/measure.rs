@@ -150,16 +150,8 @@ pub(crate) fn latency(
                     sent.lock().unwrap().insert(key.clone(), Instant::now());
                     measured += 1;
                 }
-                let mut rec = BaseRecord::to(topic).key(&key).payload(&value);
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            rec = back;
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
-                }
+                let rec = BaseRecord::to(topic).key(&key).payload(&value);
+                attrib::tools::testkit::send_waiting(&producer, rec);
             }
             producer.flush(Duration::from_secs(30))?;
             Ok(measured)

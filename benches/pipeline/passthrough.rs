@@ -54,15 +54,7 @@ pub(crate) fn passthrough() {
             if let Some(v) = m.payload() {
                 rec = rec.payload(v);
             }
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        rec = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
+            attrib::tools::testkit::send_waiting(&producer, rec);
             offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
         }
         if last.elapsed() >= Duration::from_millis(COMMIT_INTERVAL_MS) && !offsets.is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! [`produce`] writes generated records in order, each with a distinct, increasing timestamp
 //! ([`next_timestamp`]); [`input_producer`] and [`send_records`] do the same with a producer of
-//! the caller's and a choice of timestamps ([`Stamp`]); [`read_topics`] reads whole output
+//! the caller's and a choice of timestamps ([`Stamp`]), [`send_waiting`] sends one record
+//! through a full queue; [`read_topics`] reads whole output
 //! topics back (read_committed); [`wait_consumed`] waits until an in-process pipeline has
 //! committed a number of records. The demo ([`crate::tools::demo`]) uses them too.
 
@@ -86,18 +87,30 @@ pub fn send_records(
         if let Some(v) = &r.value {
             rec = rec.payload(v);
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        send_waiting(producer, rec);
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(())
+}
+
+/// Sends `record`, waiting while librdkafka's queue is full.
+pub fn send_waiting<K, P, C>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+    C: rdkafka::producer::ProducerContext,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
 }
 
 pub fn topic_name(s: &Settings, t: crate::model::records::InputTopic) -> &str {

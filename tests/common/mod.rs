@@ -47,17 +47,7 @@ pub fn test_settings(brokers: &str, guarantee: Guarantee, state_dir: &std::path:
     s.state_dir = state_dir.to_path_buf();
     s.http_addr = "127.0.0.1:0".parse().unwrap();
     s.commit_interval = std::time::Duration::from_millis(100);
-    let t = &mut s.topics;
-    for name in [
-        &mut t.clicks,
-        &mut t.conversions,
-        &mut t.identities,
-        &mut t.promo_codes,
-        &mut t.config,
-        &mut t.actions,
-        &mut t.invalid_actions,
-        &mut t.dlq,
-    ] {
+    for name in s.topics.names_mut() {
         *name = format!("{name}-{id}");
     }
     s
@@ -523,6 +513,26 @@ pub struct Sample {
     pub name: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub value: f64,
+}
+
+impl Sample {
+    /// Whether the sample is of `name` and its labels include `labels`.
+    pub fn is(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.name == name
+            && labels
+                .iter()
+                .all(|(k, v)| self.labels.get(*k).map(String::as_str) == Some(*v))
+    }
+}
+
+/// The one sample of `name` with these labels' values (others may exist), if any.
+pub fn metric_value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<&Sample> = samples.iter().filter(|s| s.is(name, labels)).collect();
+    assert!(
+        found.len() <= 1,
+        "several series of {name} {labels:?}: {found:?}"
+    );
+    found.first().map(|s| s.value)
 }
 
 /// Parses the Prometheus text exposition format (0.0.4): sample lines only.

@@ -60,7 +60,6 @@ pub(crate) struct Instance {
 }
 
 pub(crate) fn settings_env(s: &Settings, instance: &str, state: &Path) -> Vec<(String, String)> {
-    let t = &s.topics;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -78,23 +77,16 @@ pub(crate) fn settings_env(s: &Settings, instance: &str, state: &Path) -> Vec<(S
             "ATTRIB_LOG_LEVEL",
             std::env::var("ATTRIB_TEST_LOG").unwrap_or_else(|_| "warn,attrib=info".to_string()),
         ),
-        ("ATTRIB_TOPICS_CLICKS", t.clicks.clone()),
-        ("ATTRIB_TOPICS_CONVERSIONS", t.conversions.clone()),
-        ("ATTRIB_TOPICS_IDENTITIES", t.identities.clone()),
         (
             "ATTRIB_IDENTITY_STITCHING",
             s.identity.stitching.to_string(),
         ),
-        ("ATTRIB_TOPICS_PROMO_CODES", t.promo_codes.clone()),
-        ("ATTRIB_TOPICS_CONFIG", t.config.clone()),
-        ("ATTRIB_TOPICS_ACTIONS", t.actions.clone()),
-        ("ATTRIB_TOPICS_INVALID_ACTIONS", t.invalid_actions.clone()),
-        ("ATTRIB_TOPICS_DLQ", t.dlq.clone()),
         ("ATTRIB_KAFKA_SESSION_TIMEOUT_MS", "6000".to_string()),
         ("ATTRIB_KAFKA_HEARTBEAT_INTERVAL_MS", "1000".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(s.topics.variables())
     .chain(
         std::env::var("ATTRIB_TEST_KAFKA_DEBUG")
             .ok()

@@ -1,7 +1,7 @@
 //! Metrics of `attrib run` as Prometheus scrapes them: lag that follows the assignment, restore
 //! progress while a restore runs.
 
-use crate::common::{self, Sample, rec};
+use crate::common::{self, Sample, metric_value as value, rec};
 use crate::expect::wait_all_committed;
 use crate::inputs::{natural, produce_paced, tables};
 use crate::instance::{Instance, Logs, SERIAL, settings_env, setup, wait_for_file};
@@ -26,18 +26,6 @@ fn scrape(i: &Instance) -> Vec<Sample> {
     let r = common::http_get(http_addr(i), "/metrics", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     common::parse_metrics(&r.body)
-}
-
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
 }
 
 /// The partitions with an `attrib_consumer_lag_records` series of `topic`, and their values.

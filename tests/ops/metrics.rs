@@ -2,7 +2,9 @@
 //! scrape), and the helpers that read a scrape.
 
 use crate::common;
-use crate::common::{HttpServer, Running, Sample, http_state, parse_metrics, rec};
+use crate::common::{
+    HttpServer, Running, Sample, http_state, metric_value as value, parse_metrics, rec,
+};
 use crate::promtool::promtool;
 use crate::{PARTITIONS, poll, read};
 use attrib::model::records::{DlqReason, InputTopic};
@@ -19,33 +21,13 @@ use std::time::Duration;
 // Metric helpers
 // ---------------------------------------------------------------------------------------------
 
-fn matches(s: &Sample, name: &str, labels: &[(&str, &str)]) -> bool {
-    s.name == name
-        && labels
-            .iter()
-            .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-}
-
 /// Sum of the samples of `name` whose labels include `labels`.
 fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
-        .filter(|s| matches(s, name, labels))
+        .filter(|s| s.is(name, labels))
         .map(|s| s.value)
         .sum()
-}
-
-/// The one sample of `name` with exactly these labels' values (others may exist).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let found: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| matches(s, name, labels))
-        .collect();
-    assert!(
-        found.len() <= 1,
-        "several series of {name} {labels:?}: {found:?}"
-    );
-    found.first().map(|s| s.value)
 }
 
 /// Sums per value of `label`.

@@ -444,8 +444,9 @@ fn refuse_moved_keys(table: &toml::Table) -> Result<()> {
 }
 
 impl Topics {
-    fn validate(&self) -> Result<()> {
-        let names = [
+    /// Every topic with its field name (`topics.<field>`).
+    pub fn named(&self) -> [(&'static str, &String); 8] {
+        [
             ("clicks", &self.clicks),
             ("conversions", &self.conversions),
             ("identities", &self.identities),
@@ -454,7 +455,38 @@ impl Topics {
             ("actions", &self.actions),
             ("invalid_actions", &self.invalid_actions),
             ("dlq", &self.dlq),
-        ];
+        ]
+    }
+
+    /// The variables that name these topics (`ATTRIB_TOPICS_*`), for a child process.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        self.named()
+            .iter()
+            .map(|(field, name)| {
+                (
+                    env::variable_of(&format!("topics.{field}")),
+                    (*name).clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every topic name, to change them all (e.g. a test's own suffix).
+    pub fn names_mut(&mut self) -> [&mut String; 8] {
+        [
+            &mut self.clicks,
+            &mut self.conversions,
+            &mut self.identities,
+            &mut self.promo_codes,
+            &mut self.config,
+            &mut self.actions,
+            &mut self.invalid_actions,
+            &mut self.dlq,
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
+        let names = self.named();
         for (i, (field, name)) in names.iter().enumerate() {
             if name.is_empty() {
                 bail!("invalid config: `topics.{field}` is empty");
